@@ -1,0 +1,135 @@
+"""The ``dgm-bench`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from dgm_modules.registry import ConfigError
+
+
+def _quiet() -> None:
+    """Keep the terminal for the benchmark's own output: Lightning's tips and info go."""
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                 "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from datamodules import DATAMODULES
+    from dgm_modules.components import METHODS, MODELS, OBJECTIVES
+
+    print("methods:")
+    for name, preset in METHODS.items():
+        print(f"  {name:<16} {preset.description} [{preset.citation}]")
+    print("datasets:")
+    for name, cls in DATAMODULES.items():
+        print(f"  {name:<16} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    print("models:     " + ", ".join(MODELS.names()))
+    print("objectives: " + ", ".join(OBJECTIVES.names()))
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from benchmarks.config import deep_merge, load_yaml, parse_set
+    from benchmarks.matrix import normalise_overrides
+
+    over: dict = {}
+    if args.config:
+        over = normalise_overrides(load_yaml(args.config), args.config)
+    if args.max_epochs is not None:
+        over = deep_merge(over, {"trainer": {"max_epochs": args.max_epochs}})
+    return deep_merge(over, parse_set(args.set or []))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.config import resolve_config
+    from benchmarks.run import run_cell
+
+    over = _overrides(args)
+    method = over.pop("method", None) or args.method
+    data = over.pop("data", None) if args.data is None else {**{"class_path": args.data}, **{
+        k: v for k, v in (over.pop("data", None) or {}).items() if k != "class_path"}}
+    seed = over.pop("seed", args.seed)
+    if method is None or data is None:
+        raise ConfigError("run: --method and --data are required (or give them in --config)")
+    config = resolve_config(method, data, seed, over)
+    record = run_cell(config, args.out, enable_progress_bar=sys.stderr.isatty())
+    print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
+                     indent=2, default=str))
+    print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
+    return 0 if record["status"] == "completed" else 1
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from benchmarks.leaderboard import write_leaderboard
+    from benchmarks.matrix import load_spec, run_matrix
+
+    spec, cells = load_spec(args.spec)
+    out = Path(args.out or Path("runs") / spec.get("name", Path(args.spec).stem))
+    print(f"matrix {spec.get('name', args.spec)}: {len(cells)} cells -> {out}")
+    t0 = time.perf_counter()
+    records = run_matrix(cells, out)
+    print(f"matrix finished in {time.perf_counter() - t0:.1f}s")
+    print(write_leaderboard(out))
+    print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
+    return 0 if all(r and r["status"] in ("completed", "diverged") for r in records) else 1
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmarks.leaderboard import write_leaderboard
+
+    print(write_leaderboard(args.dir, args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgm-bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered methods, datasets, models and objectives").set_defaults(fn=cmd_list)
+
+    run = sub.add_parser("run", help="train and score one (method, dataset, seed) cell")
+    run.add_argument("--method", help="a registered method (see `dgm-bench list`)")
+    run.add_argument("--data", help="a registered dataset (see `dgm-bench list`)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--max-epochs", type=int, default=None)
+    run.add_argument("--out", default="runs", help="output folder (default: runs)")
+    run.add_argument("--config", help="YAML file of overrides (sections data, model, objective, optimizer, module, trainer)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override one option, e.g. --set objective.k=50 --set trainer.max_epochs=3")
+    run.set_defaults(fn=cmd_run)
+
+    matrix = sub.add_parser("matrix", help="run a matrix spec (resumable), then print the leaderboard")
+    matrix.add_argument("spec", help="a YAML spec, e.g. benchmarks/specs/digits.yaml")
+    matrix.add_argument("--out", help="output folder (default: runs/<spec name>)")
+    matrix.set_defaults(fn=cmd_matrix)
+
+    board = sub.add_parser("leaderboard", help="aggregate the records under DIR into leaderboard.md/.csv")
+    board.add_argument("dir")
+    board.add_argument("--out", help="where to write the tables (default: DIR)")
+    board.set_defaults(fn=cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"dgm-bench: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Matrix specs (methods x datasets x seeds x settings) and the resumable runner.
+
+A spec is YAML::
+
+    name: digits-quick
+    methods: [vae, iwae]             # registered method names
+    datasets: [digits]               # registered dataset names
+    seeds: [0, 1, 2]
+    settings: {default: {}}          # named override sets, one row each in the leaderboard
+    overrides: {trainer: {max_epochs: 20}}   # applied to every cell
+    cells:                           # per-cell overrides, applied where `match` holds
+      - match: {method: iwae}
+        overrides: {objective: {k: 10}}
+
+In override blocks a component section may list its options directly (``objective: {k: 10}``)
+or in the full ``{class_path, init_args}`` form. Every cell is resolved (and so validated)
+before the first one runs; errors name the file and the place in it.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.config import COMPONENT_SECTIONS, deep_merge, load_yaml, resolve_config
+from benchmarks.records import read_record
+from benchmarks.run import run_cell, run_id
+from datamodules import DATAMODULES
+from dgm_modules.components import METHODS
+from dgm_modules.registry import ConfigError
+
+SPEC_KEYS = {"name", "description", "methods", "datasets", "seeds", "settings", "overrides", "cells"}
+SPECS_DIR = Path(__file__).parent / "specs"
+
+
+@dataclass
+class Cell:
+    method: str
+    dataset: str
+    seed: int
+    setting: str
+    config: dict
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.method}/{self.setting}/seed{self.seed}"
+
+
+def normalise_overrides(block: Any, where: str) -> dict:
+    """Component sections may give their init_args directly; return the full form."""
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(block).__name__}")
+    out = {}
+    for section, value in block.items():
+        if section in COMPONENT_SECTIONS and isinstance(value, dict) and not ({"class_path", "init_args"} & set(value)):
+            value = {"init_args": value}
+        out[section] = value
+    return out
+
+
+def _names(spec: dict, key: str, registry: Any, where: str) -> list[str]:
+    values = spec.get(key)
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list")
+    for i, name in enumerate(values):
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: {key}[{i}]: expected a name, got {name!r}")
+        registry.get(name, f"{where}: {key}[{i}]")
+    return values
+
+
+def load_spec(path: str | Path) -> tuple[dict, list[Cell]]:
+    """Read and validate a spec; return it with its fully resolved cells."""
+    where = str(path)
+    if not Path(path).exists() and (SPECS_DIR / Path(path).name).exists():
+        path = SPECS_DIR / Path(path).name
+    spec = load_yaml(str(path))
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(SPEC_KEYS))}")
+    methods = _names(spec, "methods", METHODS, where)
+    datasets = _names(spec, "datasets", DATAMODULES, where)
+    seeds = spec.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where}: 'seeds' must be a list of integers, got {seeds!r}")
+    settings = spec.get("settings") or {"default": {}}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: 'settings' must map setting names to override blocks")
+    common = normalise_overrides(spec.get("overrides"), f"{where}: overrides")
+    rules = spec.get("cells") or []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}: 'cells' must be a list of {{match, overrides}} entries")
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or set(rule) - {"match", "overrides"} or not isinstance(rule.get("match", {}), dict):
+            raise ConfigError(f"{where}: cells[{i}]: expected {{match: {{method|dataset|setting|seed: ...}}, overrides: ...}}")
+        bad = set(rule.get("match", {})) - {"method", "dataset", "setting", "seed"}
+        if bad:
+            raise ConfigError(f"{where}: cells[{i}].match: unknown key(s) {sorted(bad)}")
+    cells = []
+    for setting, dataset, method, seed in itertools.product(settings, datasets, methods, seeds):
+        over = deep_merge(common, normalise_overrides(settings[setting], f"{where}: settings.{setting}"))
+        facts = {"method": method, "dataset": dataset, "setting": setting, "seed": seed}
+        for i, rule in enumerate(rules):
+            if all(facts[k] == v for k, v in rule.get("match", {}).items()):
+                over = deep_merge(over, normalise_overrides(rule.get("overrides"), f"{where}: cells[{i}].overrides"))
+        over["setting"] = setting
+        try:
+            config = resolve_config(method, dataset, seed, over)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: cell {dataset}/{method}/{setting}/seed{seed}: {err}") from None
+        cells.append(Cell(method, dataset, seed, setting, config))
+    return spec, cells
+
+
+class Progress:
+    """One line per event: cells done, failed and remaining, and an estimate of the time left."""
+
+    def __init__(self, total: int, echo: Callable[[str], None] = print) -> None:
+        self.total, self.echo = total, echo
+        self.counts = {"completed": 0, "failed": 0, "diverged": 0, "skipped": 0}
+        self.t0, self.trained = time.perf_counter(), 0
+
+    def update(self, cell: Cell, record: dict, skipped: bool) -> None:
+        self.counts["skipped" if skipped else record["status"]] += 1
+        self.trained += 0 if skipped else 1
+        done = sum(self.counts.values())
+        rate = (time.perf_counter() - self.t0) / self.trained if self.trained else 0.0
+        eta = rate * (self.total - done)
+        self.echo(f"[{done}/{self.total}] {cell.label}: {record['status']}{' (already done)' if skipped else ''}"
+                  f" | completed {self.counts['completed'] + self.counts['skipped']}, failed {self.counts['failed']},"
+                  f" diverged {self.counts['diverged']}, remaining {self.total - done}, ETA {eta:.0f}s")
+
+
+def already_done(cell: Cell, out: Path) -> dict | None:
+    record = read_record(out / run_id(cell.config))
+    return record if record is not None and record.get("status") in ("completed", "diverged") else None
+
+
+def run_matrix(cells: list[Cell], out: str | Path, launcher: Callable[[list[Cell], Path, Progress], None] | None = None,
+               echo: Callable[[str], None] = print) -> list[dict]:
+    """Run every cell not yet done (completed or diverged); return all records."""
+    out = Path(out)
+    progress = Progress(len(cells), echo)
+    todo = []
+    for cell in cells:
+        done = already_done(cell, out)
+        if done is not None:
+            progress.update(cell, done, skipped=True)
+        else:
+            todo.append(cell)
+    (launcher or run_local)(todo, out, progress)
+    return [read_record(out / run_id(c.config)) for c in cells]
+
+
+def run_local(cells: list[Cell], out: Path, progress: Progress) -> None:
+    """One cell after another in this process."""
+    for cell in cells:
+        progress.update(cell, run_cell(cell.config, out, enable_progress_bar=False), skipped=False)

@@ -1,0 +1,70 @@
+"""The run record: the unit every leaderboard is rebuilt from. Written atomically."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RECORD = "record.json"
+STATUSES = ("completed", "failed", "diverged")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_record(run_dir: Path) -> dict | None:
+    """The record in ``run_dir``, or None if there is none (or only a torn one)."""
+    try:
+        return json.loads((Path(run_dir) / RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("dgm-bench", "torch", "lightning", "torchmetrics", "torch-fidelity", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def device_description(trainer: Any) -> dict[str, Any]:
+    import torch
+
+    root = trainer.strategy.root_device
+    out = {"accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
+           "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads()}
+    if root.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(root)
+    return out
+
+
+def command_line() -> list[str]:
+    return [os.path.basename(sys.argv[0]), *sys.argv[1:]]

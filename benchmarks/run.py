@@ -1,0 +1,108 @@
+"""Train and score one (method, dataset, seed, setting) cell and write its record."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from benchmarks.config import build
+from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
+from dgm_modules.methods.base import DivergedError
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+def run_id(config: dict) -> str:
+    """Readable and deterministic: the same config always maps to the same folder."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    label = config["method"] if config.get("setting", "default") == "default" else f"{config['method']}-{config['setting']}"
+    return f"{config['data']['class_path']}__{label}__seed{config['seed']}__{digest}"
+
+
+def _protocol(config: dict, datamodule: Any, module: Any) -> dict:
+    protocol = dict(datamodule.protocol())
+    test_eval = getattr(module, "test_eval", None)
+    if test_eval is not None:
+        protocol["k"] = list(test_eval.ks)
+    return protocol
+
+
+def _last_checkpoint(run_dir: Path) -> str | None:
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    return str(last) if last.exists() else None
+
+
+def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
+             callbacks: list | None = None, enable_progress_bar: bool | None = None) -> dict:
+    """Run one resolved config in ``out_dir/<run-id>/``; return its record.
+
+    A completed record is never re-run or overwritten. An interrupted run resumes from its last
+    checkpoint. A non-finite loss is recorded as ``diverged``, any other exception as ``failed``,
+    both with the step; the exception does not propagate (a matrix goes on).
+    """
+    run_dir = Path(out_dir) / run_id(config)
+    previous = read_record(run_dir)
+    if previous is not None and previous.get("status") == "completed":
+        return previous
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    record: dict[str, Any] = {
+        "run_id": run_dir.name, "method": config["method"], "setting": config.get("setting", "default"),
+        "dataset": config["data"]["class_path"], "model": config["model"]["class_path"],
+        "objective": config["objective"]["class_path"], "seed": config["seed"], "config": config,
+        "versions": versions(), "command": command_line(), "started_at": started.isoformat(),
+        "metrics": {}, "error": None,
+    }
+    datamodule, module = build(config)  # invalid options raise here, before any training
+    trainer = L.Trainer(
+        **config["trainer"], default_root_dir=str(run_dir), use_distributed_sampler=False,
+        logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
+        callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), save_last=True, save_top_k=0)]
+        + list(callbacks or []),
+        enable_progress_bar=enable_progress_bar, enable_model_summary=False)
+    try:
+        ckpt = _last_checkpoint(run_dir)
+        record["resumed_from"] = ckpt
+        _fit(trainer, module, datamodule, ckpt)
+        val = _val_metrics(trainer)
+        results = trainer.test(module, datamodule=datamodule, verbose=False)
+        record["metrics"] = {**val, **(results[0] if results else {})}
+        record["status"] = "completed"
+    except DivergedError as err:
+        record.update(status="diverged", error={"type": "DivergedError", "message": str(err), "step": err.step})
+    except Exception as err:  # noqa: BLE001 -- any failure is recorded and the matrix goes on
+        log.exception("run %s failed", run_dir.name)
+        record.update(status="failed", error={"type": type(err).__name__, "message": str(err),
+                                              "step": trainer.global_step, "traceback": traceback.format_exc()})
+    record.update(
+        protocol=_protocol(config, datamodule, module), steps=trainer.global_step,
+        epochs=trainer.current_epoch, wall_time_s=round(time.perf_counter() - t0, 3),
+        device=device_description(trainer), finished_at=datetime.now(timezone.utc).isoformat())
+    if trainer.global_rank == 0:
+        write_json_atomic(run_dir / RECORD, record)
+    return record
+
+
+def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str | None) -> None:
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    except (RuntimeError, EOFError, OSError) as err:
+        if ckpt is None or "checkpoint" not in str(err).lower() and not isinstance(err, EOFError):
+            raise
+        # a checkpoint torn by a kill mid-write: start the cell again from scratch
+        log.warning("could not resume from %s (%s); training from the start", ckpt, err)
+        Path(ckpt).unlink(missing_ok=True)
+        trainer.fit(module, datamodule=datamodule)
+
+
+def _val_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

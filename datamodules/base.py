@@ -1,0 +1,179 @@
+"""One base class for every dataset: tensors in memory, batched by index.
+
+Subclasses only say how to read their raw splits (``load_splits``); the base owns
+splitting, the binarisation protocol, batching and the record of the protocol.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Literal, NamedTuple
+
+import lightning as L
+import torch
+
+from datamodules.paths import resolve_data_dir
+
+Binarization = Literal["dynamic", "fixed", "none"]
+
+
+class Batch(NamedTuple):
+    """One minibatch: images, labels (or None) and the batch's global index in its epoch.
+
+    The index is the same whatever the number of processes, so evaluation can seed its Monte
+    Carlo noise by it and give identical numbers on one process and under DDP.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    index: int
+
+
+class IndexBatchLoader:
+    """Yields :class:`Batch` es ``x[idx]`` of an in-memory tensor: no per-item Python work.
+
+    Training (``shuffle=True``): each rank of a distributed run takes an equal-length slice of
+    the shuffled indices, so gradient all-reduces stay in step. Evaluation (``shuffle=False``):
+    the fixed batches ``[j*b, (j+1)*b)`` are dealt round-robin to the ranks with no padding, so
+    every example counts exactly once and each batch is the same as on one process.
+    """
+
+    def __init__(self, x: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int,
+                 dynamic_binarize: bool, y: torch.Tensor | None = None) -> None:
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.dynamic_binarize = dynamic_binarize
+        self.epoch = 0
+        self.rank, self.world_size = 0, 1
+
+    def set_distributed(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+
+    def _batches(self) -> list[tuple[int, torch.Tensor]]:
+        n, b = self.x.shape[0], self.batch_size
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            idx = torch.randperm(n, generator=gen)
+            idx = idx[: n - n % self.world_size][self.rank :: self.world_size]
+            return [(j, idx[j * b : (j + 1) * b]) for j in range(math.ceil(len(idx) / b))]
+        starts = range(self.rank * b, n, b * self.world_size)
+        return [(s // b, torch.arange(s, min(s + b, n))) for s in starts]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self) -> Iterator[Batch]:
+        batches = self._batches()
+        # A fresh Bernoulli draw each time an image is used, reproducible per (seed, epoch, rank).
+        gen = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 1_000_003 + self.rank)
+        self.epoch += 1
+        for j, sel in batches:
+            x = self.x[sel]
+            if self.dynamic_binarize:
+                x = torch.bernoulli(x, generator=gen)
+            yield Batch(x, None if self.y is None else self.y[sel], j)
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Base DataModule: fixed seeded splits held as float32 tensors in memory.
+
+    Args:
+        data_dir: where the raw files live; defaults to ``$DGM_BENCH_DATA``, then a user cache dir.
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation and test.
+        binarization: ``dynamic`` (fresh Bernoulli draw of the intensities each time an image is
+            used), ``fixed`` (one draw with ``binarization_seed``) or ``none`` (grey levels in [0, 1]).
+        val_size: examples held out of the training split for validation (ignored where the
+            dataset ships its own validation split).
+        split_seed: seed of the train/validation split.
+        seed: seed of shuffling and dynamic binarisation.
+        download: fetch missing files (through torchvision where it has the dataset).
+    """
+
+    name: str = "base"
+    default_binarization: Binarization = "dynamic"
+    binarizations: tuple[str, ...] = ("dynamic", "fixed", "none")
+
+    def __init__(self, data_dir: str | None = None, batch_size: int = 100, eval_batch_size: int = 500,
+                 binarization: str | None = None, binarization_seed: int = 0, val_size: int = 10_000,
+                 split_seed: int = 0, seed: int = 0, download: bool = False) -> None:
+        super().__init__()
+        binarization = binarization or self.default_binarization
+        if binarization not in self.binarizations:
+            raise ValueError(f"data.binarization={binarization!r} is not valid for {self.name}; "
+                             f"choose one of {list(self.binarizations)}")
+        for opt, v in (("data.batch_size", batch_size), ("data.eval_batch_size", eval_batch_size)):
+            if v < 1:
+                raise ValueError(f"{opt} must be >= 1, got {v}")
+        if val_size < 0:
+            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        self.data_dir = resolve_data_dir(data_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.binarization, self.binarization_seed = binarization, binarization_seed
+        self.val_size, self.split_seed, self.seed, self.download = val_size, split_seed, seed, download
+        self.train_x = self.val_x = self.test_x = None
+        self.train_y = self.val_y = self.test_y = None
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def load_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Return ``{"train": (x, y), "test": (x, y)[, "val": (x, y)]}`` with x float in [0, 1]."""
+        raise NotImplementedError
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    # -- shared machinery --------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_x is not None:
+            return
+        splits = self.load_splits()
+        train_x, train_y = splits["train"]
+        if "val" in splits:
+            (self.val_x, self.val_y) = splits["val"]
+        else:
+            if self.val_size >= train_x.shape[0]:
+                raise ValueError(f"data.val_size={self.val_size} leaves no training data "
+                                 f"({train_x.shape[0]} training examples)")
+            perm = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(self.split_seed))
+            val_idx, train_idx = perm[: self.val_size].sort().values, perm[self.val_size :].sort().values
+            self.val_x = train_x[val_idx]
+            self.val_y = None if train_y is None else train_y[val_idx]
+            train_x = train_x[train_idx]
+            train_y = None if train_y is None else train_y[train_idx]
+        self.train_x, self.train_y = train_x, train_y
+        self.test_x, self.test_y = splits["test"]
+        # Evaluation splits are binarised once (seeded) under both binary protocols, so every
+        # method and every process count is scored on the same binary images.
+        gen = torch.Generator().manual_seed(self.binarization_seed)
+        if self.binarization == "fixed":
+            self.train_x = torch.bernoulli(self.train_x, generator=gen)
+        if self.binarization != "none":
+            self.val_x, self.test_x = (torch.bernoulli(t, generator=gen) for t in (self.val_x, self.test_x))
+
+    def _loader(self, x: torch.Tensor, y: torch.Tensor | None, train: bool) -> IndexBatchLoader:
+        loader = IndexBatchLoader(
+            x, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
+            dynamic_binarize=train and self.binarization == "dynamic", y=y)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            loader.set_distributed(trainer.global_rank, trainer.world_size)
+        return loader
+
+    def train_dataloader(self) -> IndexBatchLoader:
+        return self._loader(self.train_x, self.train_y, True)
+
+    def val_dataloader(self) -> IndexBatchLoader:
+        return self._loader(self.val_x, self.val_y, False)
+
+    def test_dataloader(self) -> IndexBatchLoader:
+        return self._loader(self.test_x, self.test_y, False)
+
+    def protocol(self) -> dict:
+        """What a record must say about the data for its numbers to be comparable."""
+        sizes = {s: None if t is None else int(t.shape[0])
+                 for s, t in (("train", self.train_x), ("val", self.val_x), ("test", self.test_x))}
+        out = {"dataset": self.name, "binarization": self.binarization, "split": sizes,
+               "split_seed": self.split_seed, "dims": list(self.dims)}
+        if self.binarization != "none":
+            out["binarization_seed"] = self.binarization_seed
+        return out

@@ -1,0 +1,57 @@
+"""What every objective is and returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from dgm_modules.models.base import LatentVariableModel
+
+
+@dataclass
+class ObjectiveOutput:
+    """The one return type of every objective.
+
+    Attributes:
+        loss: scalar differentiable surrogate; its gradient is the estimator.
+        bound: detached per-example estimate of the bound being optimised, ``[B]``.
+        log_weights: ``[k, B]`` log importance weights, where the objective draws any.
+        terms: named scalar parts (e.g. wake-theta, wake-phi, sleep-phi); they sum to ``loss``
+            when the objective says so in its docstring.
+    """
+
+    loss: Tensor
+    bound: Tensor
+    log_weights: Tensor | None = None
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class IncompatibleObjectiveError(ValueError):
+    """An objective was paired with a model whose latents it cannot train."""
+
+
+class Objective(nn.Module):
+    """A function of ``(model, x)`` returning an :class:`ObjectiveOutput`.
+
+    An ``nn.Module`` so that baselines, control variates and schedules are the objective's own
+    state, saved in checkpoints with the model.
+    """
+
+    #: latent kinds (``LatentVariableModel.latent_kind``) this objective can train
+    supported_latents: ClassVar[frozenset[str]] = frozenset()
+
+    def check_model(self, model: LatentVariableModel) -> None:
+        """Refuse a model this objective cannot train, naming the objectives that can."""
+        if model.latent_kind in self.supported_latents:
+            return
+        from dgm_modules.components import OBJECTIVES  # the registry imports this module
+
+        compatible = [n for n, cls in OBJECTIVES.items()
+                      if model.latent_kind in getattr(cls, "supported_latents", ())]
+        raise IncompatibleObjectiveError(
+            f"objective {OBJECTIVES.name_of(self)!r} cannot train a model with {model.latent_kind!r} "
+            f"latents ({type(model).__name__}); compatible objectives: {', '.join(compatible) or 'none'}")
+
+    def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:  # pragma: no cover
+        raise NotImplementedError

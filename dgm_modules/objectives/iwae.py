@@ -1,0 +1,32 @@
+"""The importance-weighted bound L_k (Burda, Grosse & Salakhutdinov 2016)."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.objectives import functional as F
+from dgm_modules.objectives.base import Objective, ObjectiveOutput
+
+
+class IWAEBound(Objective):
+    """``L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i | x)]`` with reparameterised gradients.
+
+    Training a VAE with this objective is what the literature calls the IWAE; ``k = 1`` is the
+    Monte Carlo ELBO.
+
+    Args:
+        k: number of importance samples per example (>= 1).
+    """
+
+    supported_latents = frozenset({"continuous-reparam", "relaxed"})
+
+    def __init__(self, k: int = 5) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"objective.k must be >= 1, got {k}")
+        self.k = k
+
+    def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:
+        log_weights = model.log_weights(x, self.k, reparam=True)
+        bound = F.iwae_bound(log_weights)
+        return ObjectiveOutput(loss=-bound.mean(), bound=bound.detach(), log_weights=log_weights.detach())

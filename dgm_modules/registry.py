@@ -1,0 +1,185 @@
+"""One validated registry per kind of component, and building components from config.
+
+A component is named in config the way LightningCLI / jsonargparse name it::
+
+    {"class_path": "iwae", "init_args": {"k": 50}}
+
+where ``class_path`` is a registered short name or a full import path. ``init_args`` are
+checked against the constructor's signature and type hints before anything is built, so a
+typo or a wrong type fails with the option's name. Defaults live in one place: the signatures.
+"""
+from __future__ import annotations
+
+import collections.abc
+import importlib
+import inspect
+import types
+import typing
+from typing import Any, Callable, Generic, Literal, TypeVar, Union
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration, found before training starts; the message names the option."""
+
+
+class Registry(Generic[T]):
+    """Maps short names to classes (or factories) of one kind."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        if not name or name != name.strip().lower() or " " in name:
+            raise ValueError(f"{self.kind} name {name!r} must be a lower-case word")
+
+        def deco(obj: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries and self._entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = obj
+            return obj
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def items(self):
+        return sorted(self._entries.items())
+
+    def get(self, name: str, option: str | None = None) -> Callable[..., T]:
+        if name in self._entries:
+            return self._entries[name]
+        if "." in name:  # a full import path, as LightningCLI accepts
+            module, _, attr = name.rpartition(".")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as err:
+                raise ConfigError(f"{option or self.kind}: cannot import {name!r} ({err})") from None
+        raise ConfigError(f"unknown {self.kind} {name!r} ({option or self.kind}); "
+                          f"choose one of: {', '.join(self.names())}")
+
+    def name_of(self, obj: Any) -> str:
+        for name, entry in self._entries.items():
+            if entry is obj or (inspect.isclass(entry) and type(obj) is entry):
+                return name
+        cls = obj if inspect.isclass(obj) else type(obj)
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def normalise_spec(spec: Any, option: str) -> dict[str, Any]:
+    """Accept ``"name"``, ``{"class_path": ..., "init_args": {...}}``; return the dict form."""
+    if isinstance(spec, str):
+        return {"class_path": spec, "init_args": {}}
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ConfigError(f"{option}: expected a name or a mapping with 'class_path' and 'init_args', got {spec!r}")
+    extra = set(spec) - {"class_path", "init_args"}
+    if extra:
+        raise ConfigError(f"{option}: unknown key(s) {sorted(extra)}; expected 'class_path' and 'init_args'")
+    init_args = spec.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        raise ConfigError(f"{option}.init_args: expected a mapping, got {init_args!r}")
+    return {"class_path": spec["class_path"], "init_args": dict(init_args)}
+
+
+def signature_defaults(fn: Callable[..., Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The keyword defaults of ``fn`` (a class: its ``__init__``), the single source of defaults."""
+    params = inspect.signature(fn).parameters
+    return {n: p.default for n, p in params.items()
+            if n not in skip and p.default is not inspect.Parameter.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def resolve_init_args(fn: Callable[..., Any], init_args: dict[str, Any], option: str,
+                      injected: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check ``init_args`` against ``fn``'s signature and hints; return them with defaults filled in."""
+    params, hints = _parameters(fn)
+    settable = [n for n in params if n not in injected]
+    unknown = sorted(set(init_args) - set(settable))
+    if unknown:
+        raise ConfigError(f"{option}: unknown option(s) {unknown}; valid options: {', '.join(settable)}")
+    out: dict[str, Any] = {}
+    for name in settable:
+        p = params[name]
+        if name in init_args:
+            out[name] = check_type(init_args[name], hints.get(name, Any), f"{option}.{name}")
+        elif p.default is not inspect.Parameter.empty:
+            out[name] = p.default
+        else:
+            raise ConfigError(f"{option}: missing required option {name!r}")
+    return out
+
+
+def _parameters(fn: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    """Named parameters and type hints of ``fn``; a class's ``**kwargs`` follow its bases' ``__init__``."""
+    targets = [c.__init__ for c in fn.__mro__ if "__init__" in vars(c)] if inspect.isclass(fn) else [fn]
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    for target in targets:
+        sig = inspect.signature(target)
+        for name, p in sig.parameters.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(name, p)
+        try:
+            for name, hint in typing.get_type_hints(target).items():
+                hints.setdefault(name, hint)
+        except Exception:  # unresolvable forward references: no type checks for this level
+            pass
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return params, hints
+
+
+def check_type(value: Any, hint: Any, option: str) -> Any:
+    """Validate (and lightly coerce: int -> float, list -> tuple) ``value`` against ``hint``."""
+    ok, coerced = _match(value, hint)
+    if not ok:
+        raise ConfigError(f"{option}: expected {_describe(hint)}, got {value!r} ({type(value).__name__})")
+    return coerced
+
+
+def _match(value: Any, hint: Any) -> tuple[bool, Any]:
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True, value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            ok, v = _match(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if origin is Literal:
+        return value in args, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin in (tuple, list, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        elem = args[0] if args else Any
+        out = []
+        for v in value:
+            ok, c = _match(v, elem)
+            if not ok:
+                return False, value
+            out.append(c)
+        return True, tuple(out) if origin is tuple else list(out)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict), value
+    return True, value  # components and other objects are checked by their own constructors
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
