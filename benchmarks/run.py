@@ -63,6 +63,8 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         "metrics": {}, "error": None,
     }
     datamodule, module = build(config)  # invalid options raise here, before any training
+    datamodule.prepare_data()  # so do missing or malformed data files
+    datamodule.setup("fit")
     trainer = L.Trainer(
         **config["trainer"], default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),

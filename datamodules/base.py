@@ -155,8 +155,11 @@ class TensorDataModule(L.LightningDataModule):
             x, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
             dynamic_binarize=train and self.binarization == "dynamic", y=y)
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.world_size > 1:
-            loader.set_distributed(trainer.global_rank, trainer.world_size)
+        if trainer is not None:
+            if trainer.world_size > 1:
+                loader.set_distributed(trainer.global_rank, trainer.world_size)
+            if train:  # a resumed run continues the epoch-indexed shuffles and binarisation draws
+                loader.epoch = trainer.current_epoch
         return loader
 
     def train_dataloader(self) -> IndexBatchLoader:

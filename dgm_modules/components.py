@@ -11,12 +11,14 @@ import torch
 
 from dgm_modules.methods.variational import VariationalMethod
 from dgm_modules.models.gaussian_vae import GaussianVAE
+from dgm_modules.models.linear_gaussian import LinearGaussian
 from dgm_modules.objectives.elbo import ELBO
 from dgm_modules.objectives.iwae import IWAEBound
 from dgm_modules.registry import Registry
 
 MODELS: Registry = Registry("model")
 MODELS.register("gaussian-vae")(GaussianVAE)
+MODELS.register("linear-gaussian")(LinearGaussian)
 
 OBJECTIVES: Registry = Registry("objective")
 OBJECTIVES.register("elbo")(ELBO)

@@ -15,4 +15,4 @@ class DivergedError(RuntimeError):
 
 def check_finite(loss: Tensor, step: int) -> None:
     if not torch.isfinite(loss):
-        raise DivergedError(step, float(loss))
+        raise DivergedError(step, loss.detach().item())

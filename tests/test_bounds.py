@@ -1,0 +1,112 @@
+"""The shared bound code against a model whose log p(x) is exact."""
+import math
+
+import pytest
+import torch
+
+from dgm_modules.evaluation.bounds import importance_weighted_bounds
+from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
+from dgm_modules.models.linear_gaussian import LinearGaussian
+from dgm_modules.objectives import functional as F
+
+
+def make_model(seed=0, d_x=5, d_z=2, obs_std=0.7):
+    torch.manual_seed(seed)
+    model = LinearGaussian((d_x,), d_z, obs_std)
+    x = model.sample_joint(64)[0]
+    return model, x
+
+
+def test_log_mean_exp_is_stable_and_exact():
+    x = torch.tensor([[1000.0, -1000.0], [1000.0, -1001.0]])
+    out = F.log_mean_exp(x, 0)
+    assert torch.allclose(out, torch.tensor([1000.0, -1000.0 + math.log((1 + math.exp(-1)) / 2)]))
+    y = torch.randn(7, 3)
+    assert torch.allclose(F.log_mean_exp(y, 0), y.exp().mean(0).log(), atol=1e-6)
+
+
+def test_exact_posterior_makes_every_bound_equal_log_likelihood():
+    model, x = make_model()
+    # a diagonal exact posterior needs orthogonal columns of W
+    with torch.no_grad():
+        q, _ = torch.linalg.qr(torch.randn(5, 2))
+        model.generative.weight.copy_(q * torch.tensor([1.5, 0.5]))
+    model.set_exact_posterior()
+    exact = model.exact_log_likelihood(x)
+    bounds = importance_weighted_bounds(model, x, [1, 10, 100], max_pairs=256)
+    for k, b in bounds.items():
+        assert torch.allclose(b.float(), exact, atol=1e-4), k
+
+
+def test_bounds_are_ordered_and_converge_to_log_likelihood():
+    model, x = make_model(seed=1)
+    model.set_exact_posterior()  # W is not orthogonal: q is close to, but not, the posterior
+    with torch.no_grad():
+        model.inference["mean"].bias.add_(0.3)
+    exact = model.exact_log_likelihood(x).mean().item()
+    torch.manual_seed(2)
+    # average over repeated draws so that orderings of expectations are tested, not of noise
+    means = {k: 0.0 for k in (1, 10, 100, 5000)}
+    reps = 4
+    for _ in range(reps):
+        for k, b in importance_weighted_bounds(model, x, list(means), max_pairs=4096).items():
+            means[k] += b.mean().item() / reps
+    elbo = means[1]
+    assert elbo < means[10] < means[100] <= means[5000] <= exact + 1e-3
+    assert exact - elbo > 0.05  # the test is not vacuous: q is not the posterior
+    assert abs(means[5000] - exact) < 0.02 * (exact - elbo) + 1e-3
+
+
+def test_chunking_does_not_change_the_result():
+    model, x = make_model(seed=3)
+    torch.manual_seed(0)
+    big = importance_weighted_bounds(model, x, [7, 50], max_pairs=10_000)
+    torch.manual_seed(0)
+    # max_pairs=64 < batch size 64*? forces both sample chunks and image slices
+    small = importance_weighted_bounds(model, x[:8], [7, 50], max_pairs=24)
+    torch.manual_seed(0)
+    again = importance_weighted_bounds(model, x[:8], [7, 50], max_pairs=24)
+    assert torch.equal(small[50], again[50])
+    for k in (7, 50):
+        assert small[k].shape == (8,) and big[k].shape == (64,)
+        assert torch.isfinite(small[k]).all()
+    # L_k uses the first k samples: with one chunk per request the prefix property is exact
+    torch.manual_seed(5)
+    lw = model.log_weights(x[:4], 50)
+    torch.manual_seed(5)
+    b = importance_weighted_bounds(model, x[:4], [50], max_pairs=10_000)[50]
+    assert torch.allclose(b.float(), F.iwae_bound(lw), atol=1e-5)
+
+
+def test_evaluator_is_independent_of_how_batches_are_dealt():
+    model, x = make_model(seed=4)
+    a, b = LogLikelihoodEvaluator([1, 20]), LogLikelihoodEvaluator([1, 20])
+    batches = list(enumerate(x.split(10)))
+    for i, xb in batches:
+        a.update(model, xb, i)
+    for i, xb in reversed(batches):  # another order, as another process layout would give
+        b.update(model, xb, i)
+    ra, rb = a.compute(), b.compute()
+    assert set(ra) == {"nll_k1", "nll_k20"}  # linear-Gaussian has no analytic ELBO here
+    for name in ra:
+        assert torch.allclose(ra[name], rb[name], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [[0], [], [-3, 5]])
+def test_invalid_k_is_refused(bad):
+    with pytest.raises(ValueError, match="k"):
+        LogLikelihoodEvaluator(bad)
+
+
+def test_analytic_kl_elbo_matches_monte_carlo_elbo():
+    from dgm_modules.models.gaussian_vae import GaussianVAE
+
+    torch.manual_seed(0)
+    model = GaussianVAE((1, 4, 4), latent_dim=3, hidden=(8,))
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.3))
+    n = 4000
+    analytic = torch.stack([model.analytic_elbo(x) for _ in range(200)]).detach()
+    mc = model.log_weights(x, n).detach()
+    diff = analytic.mean(0) - mc.mean(0)
+    se = (analytic.var(0) / 200 + mc.var(0) / n).sqrt()
+    assert (diff.abs() < 4 * se + 1e-4).all(), (diff, se)
