@@ -71,14 +71,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from benchmarks.launchers import make_launcher
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
 
     spec, cells = load_spec(args.spec)
-    out = Path(args.out or Path("runs") / spec.get("name", Path(args.spec).stem))
-    print(f"matrix {spec.get('name', args.spec)}: {len(cells)} cells -> {out}")
+    name = spec.get("name", Path(args.spec).stem)
+    out = Path(args.out or Path("runs") / name)
+    launcher = make_launcher(args.launcher, jobs=args.jobs, wandb=args.wandb, group=name, partition=args.partition,
+                             time_min=args.time_min, gpus_per_cell=args.gpus_per_cell,
+                             cpus_per_cell=args.cpus_per_cell, cluster=args.cluster)
+    print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
-    records = run_matrix(cells, out)
+    records = run_matrix(cells, out, launcher)
     print(f"matrix finished in {time.perf_counter() - t0:.1f}s")
     print(write_leaderboard(out))
     print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
@@ -89,6 +94,27 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmarks.leaderboard import write_leaderboard
 
     print(write_leaderboard(args.dir, args.out))
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from benchmarks.figures.latent_usage import latent_usage_figure
+
+    print(f"figure: {latent_usage_figure(args.run_a, args.run_b, args.out)}")
+    return 0
+
+
+def cmd_figure_samples(args: argparse.Namespace) -> int:
+    from benchmarks.figures.samples import samples_figure
+
+    print(f"figure: {samples_figure(args.run, args.out, args.n)}")
+    return 0
+
+
+def cmd_figure_recon(args: argparse.Namespace) -> int:
+    from benchmarks.figures.samples import recon_figure
+
+    print(f"figure: {recon_figure(args.runs, args.out, args.n)}")
     return 0
 
 
@@ -111,12 +137,44 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = sub.add_parser("matrix", help="run a matrix spec (resumable), then print the leaderboard")
     matrix.add_argument("spec", help="a YAML spec, e.g. benchmarks/specs/digits.yaml")
     matrix.add_argument("--out", help="output folder (default: runs/<spec name>)")
+    matrix.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    matrix.add_argument("--jobs", type=int, default=1, help="local launcher: cells run at once (default 1)")
+    matrix.add_argument("--wandb", nargs="?", const="offline", default="disabled",
+                        choices=["offline", "online", "disabled"],
+                        help="log each run to Weights & Biases, grouped by matrix (bare --wandb: offline)")
+    slurm = matrix.add_argument_group("slurm launcher (submitit)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--time-min", type=int, default=240, help="time limit per cell, minutes")
+    slurm.add_argument("--gpus-per-cell", type=int, default=0)
+    slurm.add_argument("--cpus-per-cell", type=int, default=2)
+    slurm.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # "local": submitit's local executor
     matrix.set_defaults(fn=cmd_matrix)
 
     board = sub.add_parser("leaderboard", help="aggregate the records under DIR into leaderboard.md/.csv")
     board.add_argument("dir")
     board.add_argument("--out", help="where to write the tables (default: DIR)")
     board.set_defaults(fn=cmd_leaderboard)
+
+    figure = sub.add_parser("figure", help="figures made from run folders").add_subparsers(dest="figure", required=True)
+    usage = figure.add_parser("latent-usage", help="mean stick/component weights vs per-dimension KL of two runs")
+    usage.add_argument("run_a", help="a run folder (record.json, checkpoints/last.ckpt)")
+    usage.add_argument("run_b", help="a second run folder")
+    usage.add_argument("--out", default="latent_usage.png", help="image file to write (default: latent_usage.png)")
+    usage.set_defaults(fn=cmd_figure)
+    samples = figure.add_parser("samples", help="a grid of samples of a trained run")
+    samples.add_argument("run", help="a run folder (record.json, checkpoints/last.ckpt)")
+    samples.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    samples.add_argument("--out", default="samples.png", help="image file to write (default: samples.png)")
+    samples.set_defaults(fn=cmd_figure_samples)
+    recon = figure.add_parser("recon", help="reconstructions of the same test images by several runs, one row each")
+    recon.add_argument("runs", nargs="+", help="run folders, e.g. a VAE, a perceptual VAE and a VAE-GAN")
+    recon.add_argument("--n", type=int, default=10, help="number of test images (default 10)")
+    recon.add_argument("--out", default="recon.png", help="image file to write (default: recon.png)")
+    recon.set_defaults(fn=cmd_figure_recon)
+
+    from benchmarks.evaluator import add_parser as add_evaluator_parser
+
+    add_evaluator_parser(sub)
     return parser
 
 

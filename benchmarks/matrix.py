@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from benchmarks.config import COMPONENT_SECTIONS, deep_merge, load_yaml, resolve_config
 from benchmarks.records import read_record
-from benchmarks.run import run_cell, run_id
+from benchmarks.run import run_id
 from datamodules import DATAMODULES
 from dgm_modules.components import METHODS
 from dgm_modules.registry import ConfigError
@@ -152,11 +152,10 @@ def run_matrix(cells: list[Cell], out: str | Path, launcher: Callable[[list[Cell
             progress.update(cell, done, skipped=True)
         else:
             todo.append(cell)
-    (launcher or run_local)(todo, out, progress)
+    if launcher is None:
+        from benchmarks.launchers import LocalLauncher
+
+        launcher = LocalLauncher()
+    launcher(todo, out, progress)
     return [read_record(out / run_id(c.config)) for c in cells]
 
-
-def run_local(cells: list[Cell], out: Path, progress: Progress) -> None:
-    """One cell after another in this process."""
-    for cell in cells:
-        progress.update(cell, run_cell(cell.config, out, enable_progress_bar=False), skipped=False)

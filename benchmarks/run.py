@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import traceback
 from datetime import datetime, timezone
@@ -22,6 +23,16 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 
 
+def skip_per_step_cuda_probe() -> None:
+    """Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` on import (to keep forks usable with CUDA);
+    with no GPU that makes every Adam step re-probe NVML through ctypes (about 1 ms a step here).
+    Without a GPU there is nothing for the setting to protect, so turn it off."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
 def run_id(config: dict) -> str:
     """Readable and deterministic: the same config always maps to the same folder."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -34,6 +45,10 @@ def _protocol(config: dict, datamodule: Any, module: Any) -> dict:
     test_eval = getattr(module, "test_eval", None)
     if test_eval is not None:
         protocol["k"] = list(test_eval.ks)
+    sample_quality = getattr(module, "sample_quality", None)  # FID/KID: which feature network made them
+    if sample_quality is not None:
+        protocol.update(fid_samples=sample_quality.num_samples, feature_net=sample_quality.feature_net,
+                        feature_net_sha256=sample_quality.feature_net_sha256)
     return protocol
 
 
@@ -50,6 +65,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
     checkpoint. A non-finite loss is recorded as ``diverged``, any other exception as ``failed``,
     both with the step; the exception does not propagate (a matrix goes on).
     """
+    skip_per_step_cuda_probe()
     run_dir = Path(out_dir) / run_id(config)
     previous = read_record(run_dir)
     if previous is not None and previous.get("status") == "completed":
@@ -65,12 +81,16 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
     datamodule, module = build(config)  # invalid options raise here, before any training
     datamodule.prepare_data()  # so do missing or malformed data files
     datamodule.setup("fit")
+    trainer_options = dict(config["trainer"])
+    if enable_progress_bar is not None:  # the caller's terminal decides unless the config does
+        trainer_options.setdefault("enable_progress_bar", enable_progress_bar)
+    trainer_options.setdefault("enable_model_summary", False)
     trainer = L.Trainer(
-        **config["trainer"], default_root_dir=str(run_dir), use_distributed_sampler=False,
+        **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), save_last=True, save_top_k=0)]
         + list(callbacks or []),
-        enable_progress_bar=enable_progress_bar, enable_model_summary=False)
+        )
     try:
         ckpt = _last_checkpoint(run_dir)
         record["resumed_from"] = ckpt

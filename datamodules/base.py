@@ -87,6 +87,9 @@ class TensorDataModule(L.LightningDataModule):
         split_seed: seed of the train/validation split.
         seed: seed of shuffling and dynamic binarisation.
         download: fetch missing files (through torchvision where it has the dataset).
+        labelled_fraction: fraction of the training examples that keep their label (semi-supervised
+            learning); the others get label ``-1``. Validation and test labels are kept.
+        label_seed: seed of the choice of labelled training examples.
     """
 
     name: str = "base"
@@ -95,7 +98,8 @@ class TensorDataModule(L.LightningDataModule):
 
     def __init__(self, data_dir: str | None = None, batch_size: int = 100, eval_batch_size: int = 500,
                  binarization: str | None = None, binarization_seed: int = 0, val_size: int = 10_000,
-                 split_seed: int = 0, seed: int = 0, download: bool = False) -> None:
+                 split_seed: int = 0, seed: int = 0, download: bool = False,
+                 labelled_fraction: float = 1.0, label_seed: int = 0) -> None:
         super().__init__()
         binarization = binarization or self.default_binarization
         if binarization not in self.binarizations:
@@ -106,6 +110,9 @@ class TensorDataModule(L.LightningDataModule):
                 raise ValueError(f"{opt} must be >= 1, got {v}")
         if val_size < 0:
             raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        if not 0.0 <= labelled_fraction <= 1.0:
+            raise ValueError(f"data.labelled_fraction must be in [0, 1], got {labelled_fraction}")
+        self.labelled_fraction, self.label_seed = labelled_fraction, label_seed
         self.data_dir = resolve_data_dir(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.binarization, self.binarization_seed = binarization, binarization_seed
@@ -140,6 +147,11 @@ class TensorDataModule(L.LightningDataModule):
             self.val_y = None if train_y is None else train_y[val_idx]
             train_x = train_x[train_idx]
             train_y = None if train_y is None else train_y[train_idx]
+        if train_y is not None and self.labelled_fraction < 1.0:
+            # a seeded subset keeps its labels; the rest are marked unlabelled (-1)
+            perm = torch.randperm(train_y.shape[0], generator=torch.Generator().manual_seed(self.label_seed))
+            train_y = train_y.clone()
+            train_y[perm[round(self.labelled_fraction * train_y.shape[0]):]] = -1
         self.train_x, self.train_y = train_x, train_y
         self.test_x, self.test_y = splits["test"]
         # Evaluation splits are binarised once (seeded) under both binary protocols, so every
@@ -179,4 +191,6 @@ class TensorDataModule(L.LightningDataModule):
                "split_seed": self.split_seed, "dims": list(self.dims)}
         if self.binarization != "none":
             out["binarization_seed"] = self.binarization_seed
+        if self.labelled_fraction < 1.0:
+            out.update(labelled_fraction=self.labelled_fraction, label_seed=self.label_seed)
         return out

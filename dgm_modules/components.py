@@ -9,20 +9,48 @@ from typing import Any
 
 import torch
 
+from dgm_modules.methods.adversarial import AdversarialMethod
+from dgm_modules.methods.semi_supervised import SemiSupervisedMethod
 from dgm_modules.methods.variational import VariationalMethod
+from dgm_modules.models.gan import GAN, VAEGAN
+from dgm_modules.objectives.adversarial import GANLoss, VAEGANLoss
+from dgm_modules.objectives.perceptual import PerceptualELBO
+from dgm_modules.models.dp_mixture_vae import DPMixtureVAE
 from dgm_modules.models.gaussian_vae import GaussianVAE
+from dgm_modules.models.m2 import M2
+from dgm_modules.models.sbn import SigmoidBeliefNet
+from dgm_modules.models.stick_breaking_vae import StickBreakingVAE
 from dgm_modules.models.linear_gaussian import LinearGaussian
 from dgm_modules.objectives.elbo import ELBO
 from dgm_modules.objectives.iwae import IWAEBound
+from dgm_modules.objectives.reweighted_wake_sleep import ReweightedWakeSleep
+from dgm_modules.objectives.score_function import ScoreFunction
+from dgm_modules.objectives.semi_supervised import SemiSupervisedELBO
+from dgm_modules.objectives.vimco import VIMCO
+from dgm_modules.objectives.wake_sleep import WakeSleep
 from dgm_modules.registry import Registry
 
 MODELS: Registry = Registry("model")
 MODELS.register("gaussian-vae")(GaussianVAE)
+MODELS.register("sbn")(SigmoidBeliefNet)
+MODELS.register("m2")(M2)
+MODELS.register("stick-breaking-vae")(StickBreakingVAE)
+MODELS.register("dp-mixture-vae")(DPMixtureVAE)
 MODELS.register("linear-gaussian")(LinearGaussian)
+MODELS.register("gan")(GAN)
+MODELS.register("vae-gan")(VAEGAN)
 
 OBJECTIVES: Registry = Registry("objective")
 OBJECTIVES.register("elbo")(ELBO)
 OBJECTIVES.register("iwae")(IWAEBound)
+OBJECTIVES.register("wake-sleep")(WakeSleep)
+OBJECTIVES.register("rws")(ReweightedWakeSleep)
+OBJECTIVES.register("score-function")(ScoreFunction)
+OBJECTIVES.register("vimco")(VIMCO)
+OBJECTIVES.register("semi-supervised-elbo")(SemiSupervisedELBO)
+OBJECTIVES.register("gan")(GANLoss)
+OBJECTIVES.register("vae-gan")(VAEGANLoss)
+OBJECTIVES.register("perceptual")(PerceptualELBO)
 
 OPTIMIZERS: Registry = Registry("optimizer")
 for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
@@ -31,6 +59,8 @@ for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd":
 
 MODULES: Registry = Registry("module")
 MODULES.register("variational")(VariationalMethod)
+MODULES.register("semi-supervised")(SemiSupervisedMethod)
+MODULES.register("adversarial")(AdversarialMethod)
 
 
 @dataclass(frozen=True)
@@ -52,3 +82,52 @@ METHODS.register("vae")(MethodPreset(  # type: ignore[arg-type]
 METHODS.register("iwae")(MethodPreset(  # type: ignore[arg-type]
     "Gaussian VAE trained by the importance-weighted bound L_5", "gaussian-vae",
     {"class_path": "iwae", "init_args": {"k": 5}}, citation="Burda, Grosse & Salakhutdinov 2016"))
+METHODS.register("sb-vae")(MethodPreset(  # type: ignore[arg-type]
+    "Stick-breaking VAE: Kumaraswamy posterior, GEM(alpha0) prior, ELBO with the series KL",
+    "stick-breaking-vae", "elbo", citation="Nalisnick & Smyth 2017"))
+METHODS.register("dp-vae")(MethodPreset(  # type: ignore[arg-type]
+    "VAE with a learned truncated DP-mixture-of-Gaussians prior, Monte Carlo ELBO", "dp-mixture-vae", "elbo",
+    citation="Goyal et al. 2017 (one-level simplification)"))
+_GAN_ADAM = {"class_path": "adam", "init_args": {"lr": 2e-4, "betas": [0.5, 0.999]}}
+METHODS.register("gan")(MethodPreset(  # type: ignore[arg-type]
+    "GAN, MLP generator and discriminator, non-saturating generator loss; scored by FID/KID only",
+    "gan", "gan", module="adversarial", optimizer=_GAN_ADAM, citation="Goodfellow et al. 2014"))
+METHODS.register("dcgan")(MethodPreset(  # type: ignore[arg-type]
+    "GAN with DCGAN-style conv generator and discriminator, non-saturating loss; FID/KID only",
+    {"class_path": "gan", "init_args": {"arch": "dcgan"}}, "gan", module="adversarial", optimizer=_GAN_ADAM,
+    citation="Goodfellow et al. 2014; Radford et al. 2016"))
+METHODS.register("vae-gan")(MethodPreset(  # type: ignore[arg-type]
+    "VAE-GAN: reconstruction in a discriminator layer plus the GAN loss; encoder/decoder/discriminator updates",
+    "vae-gan", "vae-gan", module="adversarial", optimizer=_GAN_ADAM, citation="Larsen et al. 2016"))
+METHODS.register("vae-perceptual")(MethodPreset(  # type: ignore[arg-type]
+    "Gaussian VAE with the reconstruction measured in the suite classifier's feature space",
+    "gaussian-vae", "perceptual", citation="Dosovitskiy & Brox 2016"))
+
+# -- sigmoid belief nets (a linear SBN 200-200 by default) and discrete latents (issue 3) ------
+_NVIL = {"class_path": "score-function",
+         "init_args": {"input_baseline": True, "centering": True, "variance_normalization": True}}
+_GUMBEL = {"temperature": 1.0, "temperature_min": 0.5, "anneal_rate": 3e-5}
+for _name, _desc, _model, _objective, _cite in [
+    ("sbn-ws", "SBN 200-200 trained by wake-sleep", "sbn", "wake-sleep", "Hinton, Dayan, Frey & Neal 1995"),
+    ("sbn-rws", "SBN 200-200 trained by reweighted wake-sleep (k=5, wake-phase q update)", "sbn",
+     {"class_path": "rws", "init_args": {"k": 5}}, "Bornschein & Bengio 2015"),
+    ("sbn-reinforce", "SBN 200-200, score-function (REINFORCE) ELBO gradients, no variance reduction", "sbn",
+     "score-function", "Williams 1992"),
+    ("sbn-nvil", "SBN 200-200, NVIL: score function with input baseline, centring, variance normalisation",
+     "sbn", _NVIL, "Mnih & Gregor 2014"),
+    ("sbn-vimco", "SBN 200-200 trained by VIMCO on L_5 (leave-one-out baselines)", "sbn",
+     {"class_path": "vimco", "init_args": {"k": 5}}, "Mnih & Rezende 2016"),
+    ("sbn-gumbel", "SBN 200-200 with a Gumbel-softmax / Concrete relaxed q (annealed), ELBO", 
+     {"class_path": "sbn", "init_args": {"relaxation": "concrete", **_GUMBEL}}, "elbo",
+     "Jang, Gu & Poole 2017; Maddison, Mnih & Teh 2017"),
+    ("sbn-gumbel-st", "SBN 200-200 with straight-through Gumbel-softmax gradients, ELBO",
+     {"class_path": "sbn", "init_args": {"relaxation": "straight-through", **_GUMBEL}}, "elbo",
+     "Jang, Gu & Poole 2017"),
+    ("vae-sleep", "Gaussian VAE, ELBO plus a sleep-phase update of q on dreamed samples", "gaussian-vae",
+     {"class_path": "elbo", "init_args": {"sleep_weight": 1.0}}, "Hu, Yang, Salakhutdinov & Xing 2017"),
+]:
+    METHODS.register(_name)(MethodPreset(_desc, _model, _objective, citation=_cite))  # type: ignore[arg-type]
+METHODS.register("m2")(MethodPreset(  # type: ignore[arg-type]
+    "M2 semi-supervised VAE: y summed out exactly for unlabelled data, plus classification (set "
+    "data.labelled_fraction)", "m2", "semi-supervised-elbo", module="semi-supervised",
+    citation="Kingma, Rezende, Mohamed & Welling 2014"))

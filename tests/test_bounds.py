@@ -110,3 +110,16 @@ def test_analytic_kl_elbo_matches_monte_carlo_elbo():
     diff = analytic.mean(0) - mc.mean(0)
     se = (analytic.var(0) / 200 + mc.var(0) / n).sqrt()
     assert (diff.abs() < 4 * se + 1e-4).all(), (diff, se)
+
+
+def test_fast_bernoulli_log_likelihood_equals_torch_distributions():
+    from torch.distributions import Bernoulli, Independent
+
+    from dgm_modules.models.likelihoods import bernoulli_log_likelihood
+
+    torch.manual_seed(0)
+    logits = torch.randn(7, 5, 30) * 6  # large logits exercise the stable branches
+    x = torch.bernoulli(torch.full((5, 30), 0.4))
+    ref = Independent(Bernoulli(logits=logits), 1).log_prob(x)
+    assert torch.allclose(bernoulli_log_likelihood(logits, x), ref, atol=1e-4, rtol=1e-6)
+    assert torch.allclose(bernoulli_log_likelihood(logits[0], x), ref[0], atol=1e-4, rtol=1e-6)

@@ -53,6 +53,13 @@ class LatentVariableModel(nn.Module, ABC):
     def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
         """Ancestral sample ``(x [n, ...], z)`` drawn top-down (the sleep phase's "dream")."""
 
+    def log_q(self, x: Tensor, z: Latents) -> Tensor:
+        """``log q(z | x)`` of given latents ``[k, B, ...]``: ``[k, B]`` (the sleep phase scores dreams).
+
+        Optional: only the objectives with a sleep phase need it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not score given latents under q (log_q)")
+
     def log_weights(self, x: Tensor, k: int = 1, reparam: bool = True) -> Tensor:
         """``log p(x, z_i) - log q(z_i | x)`` for ``z_i ~ q``: ``[k, B]``."""
         z, log_q = self.sample_q(x, k, reparam)

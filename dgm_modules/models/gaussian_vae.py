@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.likelihoods import bernoulli_log_likelihood
 from dgm_modules.networks.mlp import MLP
 
 
@@ -56,9 +57,12 @@ class GaussianVAE(LatentVariableModel):
         z = q.rsample((k,)) if reparam else q.sample((k,))
         return (z,), q.log_prob(z)
 
+    def log_q(self, x: Tensor, z: Latents) -> Tensor:
+        return self.q(x).log_prob(z[0])
+
     def log_joint(self, x: Tensor, z: Latents) -> Tensor:
         (z0,) = z
-        return self.prior().log_prob(z0) + self.likelihood(z0).log_prob(x.flatten(1))
+        return self.prior().log_prob(z0) + bernoulli_log_likelihood(self.generative(z0), x.flatten(1))
 
     def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
         z = self.prior().sample((n,))

@@ -73,6 +73,9 @@ class StickBreakingVAE(LatentVariableModel):
         v = (q.rsample((k,)) if reparam else q.sample((k,))).clamp(EPS, 1 - EPS)
         return (v,), q.log_prob(v)
 
+    def log_q(self, x: Tensor, z: Latents) -> Tensor:
+        return self.q(x).log_prob(z[0].clamp(EPS, 1 - EPS))
+
     def log_joint(self, x: Tensor, z: Latents) -> Tensor:
         (v,) = z
         return self.prior().log_prob(v) + self.likelihood(v).log_prob(x.flatten(1))

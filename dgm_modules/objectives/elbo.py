@@ -6,21 +6,35 @@ from torch import Tensor
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.wake_sleep import check_sleep_capable, sleep_phi_loss
 
 
 class ELBO(Objective):
     """``E_q[log p(x, z) - log q(z | x)]``, one reparameterised sample per example.
 
+    With ``sleep_weight > 0`` the inference network also takes a sleep-phase update: phi ascends
+    ``sleep_weight * log q(z | x)`` on dreamed ``(x, z) ~ p(x, z)`` (the VAE / wake-sleep
+    combination discussed by Hu et al. 2017); ``terms`` then holds ``elbo`` and ``sleep_phi``,
+    which sum to ``loss``.
+
     Args:
         analytic_kl: use the closed-form KL term where the model has one (lower variance);
             otherwise the single-sample Monte Carlo estimate of the whole bound.
+        sleep_weight: weight of the sleep-phase term (>= 0; 0 is the plain ELBO).
     """
 
     supported_latents = frozenset({"continuous-reparam", "relaxed"})
 
-    def __init__(self, analytic_kl: bool = True) -> None:
+    def __init__(self, analytic_kl: bool = True, sleep_weight: float = 0.0) -> None:
         super().__init__()
-        self.analytic_kl = analytic_kl
+        if sleep_weight < 0:
+            raise ValueError(f"objective.sleep_weight must be >= 0, got {sleep_weight}")
+        self.analytic_kl, self.sleep_weight = analytic_kl, sleep_weight
+
+    def check_model(self, model: LatentVariableModel) -> None:
+        super().check_model(model)
+        if self.sleep_weight > 0:
+            check_sleep_capable(model, "objective elbo (sleep_weight > 0)")
 
     def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:
         bound = model.analytic_elbo(x) if self.analytic_kl else None
@@ -28,5 +42,10 @@ class ELBO(Objective):
         if bound is None:
             log_weights = model.log_weights(x, 1, reparam=True)
             bound = F.elbo_estimate(log_weights)
-        return ObjectiveOutput(loss=-bound.mean(), bound=bound.detach(),
+        loss, terms = -bound.mean(), {}
+        if self.sleep_weight > 0:
+            sleep_phi = self.sleep_weight * sleep_phi_loss(model, x.shape[0])
+            terms = {"elbo": loss.detach(), "sleep_phi": sleep_phi.detach()}
+            loss = loss + sleep_phi
+        return ObjectiveOutput(loss=loss, bound=bound.detach(), terms=terms,
                                log_weights=None if log_weights is None else log_weights.detach())

@@ -1,0 +1,98 @@
+"""The LightningModule of adversarial methods: one optimiser per player, manual optimisation.
+
+Each training step gives every player of the objective (e.g. discriminator, then generator)
+one update of its own loss, in the objective's order, as in Lightning's GAN example:
+``toggle_optimizer`` freezes the other players, so a player's loss moves only its own
+parameters. Models with a likelihood (the VAE-GAN) are also scored by the shared L_k
+protocol; every model is scored by FID/KID of its samples.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from datamodules.base import Batch
+from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
+from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
+from dgm_modules.methods.base import check_finite
+from dgm_modules.methods.variational import OptimizerFactory
+from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.objectives.adversarial import AdversarialObjective
+
+
+class AdversarialMethod(L.LightningModule):
+    """Trains ``model`` by an :class:`AdversarialObjective`, one optimiser per player.
+
+    Args:
+        model: a model with the players' networks (e.g. generator and discriminator).
+        objective: the per-player losses; checked against the model here.
+        optimizer: builds each player's optimiser from its parameters.
+        fid_samples: images drawn for FID/KID against the test split at test end (0 = off).
+        eval_k, val_k, chunk_pairs, eval_seed: the L_k evaluation, for models with a likelihood
+            (ignored by implicit models such as the GAN).
+    """
+
+    def __init__(self, model: nn.Module, objective: AdversarialObjective, optimizer: OptimizerFactory,
+                 fid_samples: int = 10_000, eval_k: Sequence[int] = (1, 5000), val_k: Sequence[int] = (1,),
+                 chunk_pairs: int = 16_384, eval_seed: int = 0) -> None:
+        super().__init__()
+        if not isinstance(objective, AdversarialObjective):
+            raise ValueError(f"module 'adversarial' needs an adversarial objective (gan, vae-gan), "
+                             f"got {type(objective).__name__}")
+        objective.check_model(model)
+        self.automatic_optimization = False
+        self.model, self.objective, self.optimizer_factory = model, objective, optimizer
+        has_likelihood = isinstance(model, LatentVariableModel)
+        self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed) if has_likelihood else None
+        self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed) if has_likelihood else None
+        self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer_factory(self.objective.player_parameters(self.model, p)) for p in self.objective.players]
+
+    def player_step(self, player: str, optimizer: L.pytorch.core.optimizer.LightningOptimizer,
+                    x: torch.Tensor) -> torch.Tensor:
+        """One update of ``player`` on its own loss, the other players frozen."""
+        self.toggle_optimizer(optimizer)
+        out = self.objective(self.model, x, player)
+        check_finite(out.loss, self.global_step)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(out.loss)
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value, prog_bar=name.endswith("_loss"))
+        return out.loss.detach()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for player, optimizer in zip(self.objective.players, optimizers):
+            self.player_step(player, optimizer, batch.x)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if self.val_eval is not None:
+            self.val_eval.update(self.model, batch.x, batch.index)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        if self.test_eval is not None:
+            self.test_eval.update(self.model, batch.x, batch.index)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_eval is not None:
+            self._log_and_reset(self.val_eval, "val")
+
+    def on_test_epoch_end(self) -> None:
+        if self.test_eval is not None:
+            self._log_and_reset(self.test_eval, "test")
+        if self.sample_quality is not None:
+            for name, value in self.sample_quality.evaluate(self.model.sample, self.trainer.datamodule).items():
+                self.log(f"test/{name}", value, sync_dist=False)
+
+    def _log_and_reset(self, evaluator: LogLikelihoodEvaluator, stage: str) -> None:
+        for name, value in evaluator.compute().items():
+            self.log(f"{stage}/{name}", value, prog_bar=stage == "val", sync_dist=False)
+        evaluator.reset()

@@ -1,0 +1,61 @@
+"""The LightningModule of semi-supervised methods (M2): the variational glue plus labels and accuracy."""
+from __future__ import annotations
+
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+
+from datamodules.base import Batch
+from dgm_modules.methods.base import check_finite
+from dgm_modules.methods.variational import VariationalMethod
+
+
+class SemiSupervisedMethod(VariationalMethod):
+    """Trains on labelled and unlabelled examples (label ``-1``); reports classification accuracy.
+
+    Takes the options of :class:`VariationalMethod`. The objective receives the labels
+    (``objective(model, x, y)``); bounds are scored by the shared evaluator exactly as for every
+    other method, and ``accuracy`` is that of the model's classifier ``q(y | x)`` (argmax), on the
+    validation and test splits where they have labels.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not hasattr(self.model, "classify"):
+            raise ValueError(f"module semi-supervised needs a model with a classifier (classify(x)); "
+                             f"{type(self.model).__name__} has none")
+        classes = self.model.classes
+        self.val_accuracy = MulticlassAccuracy(classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(classes, average="micro")
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self.objective(self.model, batch.x, batch.y)
+        check_finite(out.loss, self.global_step)
+        self.log("train/loss", out.loss, prog_bar=True)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value)
+        return out.loss
+
+    def _accuracy(self, metric: MulticlassAccuracy, batch: Batch) -> None:
+        if batch.y is not None and bool((batch.y >= 0).all()):
+            metric.update(self.model.classify(batch.x).argmax(-1), batch.y)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        self._accuracy(self.val_accuracy, batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        super().test_step(batch, batch_idx)
+        self._accuracy(self.test_accuracy, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self._log_accuracy(self.val_accuracy, "val")
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self._log_accuracy(self.test_accuracy, "test")
+
+    def _log_accuracy(self, metric: MulticlassAccuracy, stage: str) -> None:
+        if metric.update_called:
+            self.log(f"{stage}/accuracy", metric.compute(), sync_dist=False)
+        metric.reset()

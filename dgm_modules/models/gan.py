@@ -1,0 +1,92 @@
+"""Models with a discriminator: the GAN (Goodfellow et al. 2014) and the VAE-GAN (Larsen et al. 2016).
+
+A GAN is an implicit model: a prior, a generator and the critic that trains it; it has no
+likelihood, so it is scored by FID/KID only. The VAE-GAN is the Gaussian VAE with a
+discriminator handed to it as a likelihood surrogate; its pixel decoder still defines the
+Bernoulli likelihood that the shared L_k evaluation scores.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Independent, Normal
+
+from dgm_modules.models.gaussian_vae import GaussianVAE
+from dgm_modules.networks.gan_nets import make_discriminator, make_generator
+
+Arch = Literal["mlp", "dcgan"]
+
+
+def _check(latent_dim: int, hidden: Sequence[int], channels: int) -> None:
+    if latent_dim < 1:
+        raise ValueError(f"model.latent_dim must be >= 1, got {latent_dim}")
+    if not hidden or any(h < 1 for h in hidden):
+        raise ValueError(f"model.hidden must be a non-empty list of widths >= 1, got {list(hidden)}")
+    if channels < 1:
+        raise ValueError(f"model.channels must be >= 1, got {channels}")
+
+
+class GAN(nn.Module):
+    """``x = G(z)``, ``z ~ N(0, I)``, with a discriminator ``D(x)`` returning a logit.
+
+    Args:
+        input_shape: shape of one image, injected from the data.
+        latent_dim: dimension of ``z``.
+        hidden: widths of the MLP generator (the discriminator mirrors them).
+        arch: ``mlp`` or ``dcgan`` (conv nets; H and W divisible by 4).
+        channels: width of the DCGAN conv layers.
+    """
+
+    latent_kind: ClassVar[str] = "implicit"
+
+    def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
+                 arch: Arch = "mlp", channels: int = 64) -> None:
+        super().__init__()
+        _check(latent_dim, hidden, channels)
+        self.input_shape, self.latent_dim = tuple(input_shape), latent_dim
+        self.generator = make_generator(arch, latent_dim, hidden, self.input_shape, channels)
+        self.discriminator = make_discriminator(arch, list(reversed(hidden)), self.input_shape, channels)
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
+
+    def prior(self) -> Independent:
+        zero = self._zero.expand(self.latent_dim)
+        return Independent(Normal(zero, zero + 1.0, validate_args=False), 1)
+
+    def generate(self, n: int) -> Tensor:
+        """``n`` images ``G(z)`` with gradients to the generator."""
+        return self.generator(self.prior().sample((n,)))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        was_training = self.generator.training
+        self.generator.eval()  # batch-norm running statistics, as at test time
+        x = self.generate(n)
+        self.generator.train(was_training)
+        return x
+
+
+class VAEGAN(GaussianVAE):
+    """The Gaussian VAE plus a discriminator whose ``features`` layer measures reconstructions.
+
+    Args:
+        discriminator: ``mlp`` (widths ``hidden``) or ``dcgan`` (conv, width ``channels``).
+        channels: width of the conv discriminator.
+        (the rest as :class:`GaussianVAE`)
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
+                 activation: str = "tanh", discriminator: Arch = "mlp", channels: int = 32) -> None:
+        super().__init__(input_shape, latent_dim, hidden, activation)
+        _check(latent_dim, hidden, channels)
+        self.discriminator = make_discriminator(discriminator, hidden, self.input_shape, channels)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The decoder's mean image (Bernoulli probabilities), ``[B, *input_shape]``."""
+        return self.likelihood(z).mean.view(-1, *self.input_shape)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Mean images of prior draws: the generator's output, as the paper shows them."""
+        return self.decode(self.prior().sample((n,)))

@@ -1,0 +1,154 @@
+"""Sigmoid belief nets (Neal 1992) with a mirrored recognition network, and their relaxations."""
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Bernoulli
+
+from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.likelihoods import bernoulli_log_likelihood
+from dgm_modules.networks.mlp import MLP
+from dgm_modules.networks.sbn_layers import DiscreteFamily, DiscreteLayer, PriorLayer
+
+Relaxation = Literal["none", "concrete", "straight-through"]
+
+
+class SigmoidBeliefNet(LatentVariableModel):
+    """A deep belief net of discrete stochastic layers ``x <- z_1 <- ... <- z_L`` and ``q(z | x)``.
+
+    ``p(z_L) p(z_{L-1} | z_L) ... p(x | z_1)``, each conditional a layer of independent Bernoulli
+    units (or one-hot categoricals) whose logits are a linear function of the layer above, or a
+    one-hidden-layer MLP of it (``hidden > 0``: the "nonlinear" SBN of Mnih & Gregor 2014).
+    ``q(z_1 | x) q(z_2 | z_1) ...`` mirrors it bottom-up. The latents ``z`` are a tuple
+    ``(z_1, ..., z_L)`` of ``[k, B, units]`` (Bernoulli) or ``[k, B, units, categories]`` tensors.
+
+    **Relaxation** (Jang et al. 2017; Maddison et al. 2017). With ``relaxation="concrete"``, q
+    draws from ``RelaxedBernoulli`` / ``RelaxedOneHotCategorical`` at the current temperature
+    (reparameterised), and the densities are the discrete log-masses extended to relaxed points
+    (``sum z log pi``), so the relaxed objective tends to the discrete ELBO as the temperature falls.
+    (The Concrete *density* ratio of q and prior at one temperature does not depend on the
+    temperature, so it would not tend to the discrete KL.) ``"straight-through"`` passes the hard
+    sample forward (an exact draw from q) and the relaxed sample's gradient backward. Either way
+    the latent kind is ``"relaxed"``, which the reparameterised objectives (``elbo``, ``iwae``)
+    train. The relaxation applies in training mode only: in eval mode (validation, test) q and all
+    densities are the exact discrete ones, so ``L_k`` is a bound on the discrete model's ``log p(x)``.
+    The temperature is ``max(temperature_min, temperature * exp(-anneal_rate * step))``, with
+    ``step`` the number of training draws so far (a buffer, saved in checkpoints).
+
+    Args:
+        input_shape: shape of one example; injected from the data.
+        latent_sizes: units (Bernoulli) or variables (categorical) per stochastic layer, bottom
+            first, e.g. ``(200, 200)``.
+        hidden: width of the deterministic layer inside every conditional; 0 for the linear SBN.
+        activation: nonlinearity of those deterministic layers.
+        latent: ``"bernoulli"`` or ``"categorical"``.
+        categories: classes per categorical variable (ignored for Bernoulli latents).
+        relaxation: ``"none"`` (discrete, for score-function and wake-sleep objectives),
+            ``"concrete"`` or ``"straight-through"``.
+        temperature: initial temperature of the relaxation.
+        temperature_min: floor of the annealed temperature.
+        anneal_rate: exponential annealing rate per training step (0: constant temperature).
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], latent_sizes: Sequence[int] = (200, 200), hidden: int = 0,
+                 activation: str = "tanh", latent: Literal["bernoulli", "categorical"] = "bernoulli",
+                 categories: int = 10, relaxation: Relaxation = "none", temperature: float = 1.0,
+                 temperature_min: float = 0.5, anneal_rate: float = 0.0) -> None:
+        super().__init__(input_shape)
+        if not latent_sizes or any(n < 1 for n in latent_sizes):
+            raise ValueError(f"model.latent_sizes must be a non-empty list of integers >= 1, got {list(latent_sizes)}")
+        if hidden < 0:
+            raise ValueError(f"model.hidden must be >= 0, got {hidden}")
+        if latent == "categorical" and categories < 2:
+            raise ValueError(f"model.categories must be >= 2, got {categories}")
+        if relaxation not in ("none", "concrete", "straight-through"):
+            raise ValueError(f"model.relaxation={relaxation!r} is not valid; choose 'none', 'concrete' or 'straight-through'")
+        for name, value in (("temperature", temperature), ("temperature_min", temperature_min)):
+            if value <= 0:
+                raise ValueError(f"model.{name} must be > 0, got {value}")
+        if anneal_rate < 0:
+            raise ValueError(f"model.anneal_rate must be >= 0, got {anneal_rate}")
+        self.families = [DiscreteFamily(latent, n, categories) for n in latent_sizes]
+        self.latent, self.relaxation = latent, relaxation
+        self.temperature0, self.temperature_min, self.anneal_rate = temperature, temperature_min, anneal_rate
+        d = math.prod(self.input_shape)
+        widths = [d] + [f.n_features for f in self.families]
+        self.inference = nn.ModuleList(DiscreteLayer(widths[i], f, hidden, activation)
+                                       for i, f in enumerate(self.families))
+        self.generative = nn.ModuleDict({
+            "prior": PriorLayer(self.families[-1]),
+            # layers[l] maps z_{l+1} to the logits of z_l
+            "layers": nn.ModuleList(DiscreteLayer(widths[l + 2], self.families[l], hidden, activation)
+                                    for l in range(len(self.families) - 1)),
+            "likelihood": MLP(widths[1], [hidden] if hidden else [], d, activation),
+        })
+        self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def latent_kind(self) -> str:  # type: ignore[override]
+        return self.latent if self.relaxation == "none" else "relaxed"
+
+    @property
+    def temperature(self) -> float:
+        return max(self.temperature_min, self.temperature0 * math.exp(-self.anneal_rate * int(self.anneal_step)))
+
+    def _relaxing(self) -> bool:
+        return self.training and self.relaxation != "none"
+
+    def _log_mass(self, family: DiscreteFamily, logits: Tensor, z: Tensor) -> Tensor:
+        if self._relaxing():
+            return family.relaxed_log_mass(logits, z)
+        return family.exact(logits).log_prob(z)
+
+    def sample_q(self, x: Tensor, k: int = 1, reparam: bool = True) -> tuple[Latents, Tensor]:
+        # Discrete samples never carry a gradient, whatever `reparam` says; only a relaxed q can.
+        relax = self._relaxing()
+        if relax:
+            tau = torch.tensor(self.temperature, device=x.device, dtype=x.dtype)
+            self.anneal_step += 1
+        h, zs, log_q = x.flatten(1), [], 0.0
+        for i, (family, layer) in enumerate(zip(self.families, self.inference)):
+            logits = layer(h)
+            n = (k,) if i == 0 else ()  # later layers inherit the sample dimension from h
+            if relax:
+                rel = family.relaxed(logits, tau)
+                soft = rel.rsample(n) if reparam else rel.sample(n)
+                z = soft if self.relaxation == "concrete" else family.harden(soft) + soft - soft.detach()
+                log_q = log_q + family.relaxed_log_mass(logits, z)
+            else:
+                q = family.exact(logits)
+                z = q.sample(n)
+                log_q = log_q + q.log_prob(z)
+            zs.append(z)
+            h = family.flatten(z)
+        return tuple(zs), log_q
+
+    def log_q(self, x: Tensor, z: Latents) -> Tensor:
+        """``log q(z | x)`` of given latents ``[k, B, ...]``: ``[k, B]``."""
+        h, total = x.flatten(1), 0.0
+        for family, layer, zl in zip(self.families, self.inference, z):
+            total = total + self._log_mass(family, layer(h), zl)
+            h = family.flatten(zl)
+        return total
+
+    def log_joint(self, x: Tensor, z: Latents) -> Tensor:
+        gen = self.generative
+        total = self._log_mass(self.families[-1], gen["prior"](), z[-1])
+        for l in range(len(self.families) - 2, -1, -1):
+            logits = gen["layers"][l](self.families[l + 1].flatten(z[l + 1]))
+            total = total + self._log_mass(self.families[l], logits, z[l])
+        x_logits = gen["likelihood"](self.families[0].flatten(z[0]))
+        return total + bernoulli_log_likelihood(x_logits, x.flatten(1))  # the pixels: the hot path of L_k
+
+    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
+        gen = self.generative
+        z = [self.families[-1].exact(gen["prior"]()).sample((n,))]
+        for l in range(len(self.families) - 2, -1, -1):
+            logits = gen["layers"][l](self.families[l + 1].flatten(z[0]))
+            z.insert(0, self.families[l].exact(logits).sample())
+        x_logits = gen["likelihood"](self.families[0].flatten(z[0]))
+        x = Bernoulli(logits=x_logits, validate_args=False).sample()
+        return x.view(n, *self.input_shape), tuple(z)
