@@ -171,10 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--n", type=int, default=10, help="number of test images (default 10)")
     recon.add_argument("--out", default="recon.png", help="image file to write (default: recon.png)")
     recon.set_defaults(fn=cmd_figure_recon)
+    from benchmarks.figures.gradient_variance import add_figure_parsers as add_gradvar_figures
+
+    add_gradvar_figures(figure)
 
     from benchmarks.evaluator import add_parser as add_evaluator_parser
 
     add_evaluator_parser(sub)
+    from benchmarks.gradvar import add_parser as add_gradvar_parser
+
+    add_gradvar_parser(sub)
     return parser
 
 

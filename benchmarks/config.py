@@ -28,7 +28,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 10, "accelerator": "auto", "de
                                     "log_every_n_steps": 50, "gradient_clip_val": None}
 #: Trainer options the runner owns (logging, checkpoints, output folder)
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler")
-TOP_LEVEL = ("method", "seed", "setting", "trainer", *COMPONENT_SECTIONS)
+TOP_LEVEL = ("method", "seed", "setting", "trainer", "gradvar", *COMPONENT_SECTIONS)  # gradvar: optional
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -103,6 +103,10 @@ def resolve_config(method: str, data: str | dict, seed: int = 0, overrides: dict
         init = resolve_init_args(cls, spec["init_args"], section, INJECTED[section])
         config[section] = {"class_path": spec["class_path"], "init_args": init}
     config["trainer"] = resolve_trainer(config["trainer"])
+    if "gradvar" in config:  # gradient-estimator variance during training (benchmarks/callbacks.py)
+        from benchmarks.callbacks import resolve_gradvar
+
+        config["gradvar"] = resolve_gradvar(config["gradvar"], config["model"])
     return config
 
 

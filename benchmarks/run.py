@@ -15,6 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.config import build
 from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
 from dgm_modules.methods.base import DivergedError
@@ -79,6 +80,9 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         "metrics": {}, "error": None,
     }
     datamodule, module = build(config)  # invalid options raise here, before any training
+    gradvar = gradvar_callback(config, run_dir)  # gradient-estimator variance, when config asks for it
+    if gradvar is not None:
+        check_module(module)
     datamodule.prepare_data()  # so do missing or malformed data files
     datamodule.setup("fit")
     trainer_options = dict(config["trainer"])
@@ -89,7 +93,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), save_last=True, save_top_k=0)]
-        + list(callbacks or []),
+        + ([gradvar] if gradvar is not None else []) + list(callbacks or []),
         )
     try:
         ckpt = _last_checkpoint(run_dir)
@@ -97,7 +101,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         _fit(trainer, module, datamodule, ckpt)
         val = _val_metrics(trainer)
         results = trainer.test(module, datamodule=datamodule, verbose=False)
-        record["metrics"] = {**val, **(results[0] if results else {})}
+        record["metrics"] = {**val, **(results[0] if results else {}), **(gradvar.last_metrics if gradvar else {})}
         record["status"] = "completed"
     except DivergedError as err:
         record.update(status="diverged", error={"type": "DivergedError", "message": str(err), "step": err.step})

@@ -28,6 +28,11 @@ from dgm_modules.objectives.score_function import ScoreFunction
 from dgm_modules.objectives.semi_supervised import SemiSupervisedELBO
 from dgm_modules.objectives.vimco import VIMCO
 from dgm_modules.objectives.wake_sleep import WakeSleep
+from dgm_modules.objectives.arm import ARM
+from dgm_modules.objectives.disarm import DisARM
+from dgm_modules.objectives.dreg import DReG
+from dgm_modules.objectives.relax import RELAX
+from dgm_modules.objectives.stl import STL
 from dgm_modules.registry import Registry
 
 MODELS: Registry = Registry("model")
@@ -51,6 +56,12 @@ OBJECTIVES.register("semi-supervised-elbo")(SemiSupervisedELBO)
 OBJECTIVES.register("gan")(GANLoss)
 OBJECTIVES.register("vae-gan")(VAEGANLoss)
 OBJECTIVES.register("perceptual")(PerceptualELBO)
+# modern low-variance estimators (issue 10)
+OBJECTIVES.register("stl")(STL)
+OBJECTIVES.register("dreg")(DReG)
+OBJECTIVES.register("arm")(ARM)
+OBJECTIVES.register("disarm")(DisARM)
+OBJECTIVES.register("relax")(RELAX)
 
 OPTIMIZERS: Registry = Registry("optimizer")
 for _name, _cls in {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
@@ -131,3 +142,23 @@ METHODS.register("m2")(MethodPreset(  # type: ignore[arg-type]
     "M2 semi-supervised VAE: y summed out exactly for unlabelled data, plus classification (set "
     "data.labelled_fraction)", "m2", "semi-supervised-elbo", module="semi-supervised",
     citation="Kingma, Rezende, Mohamed & Welling 2014"))
+
+# -- modern low-variance estimators (issue 10) ---------------------------------------------------
+_SBN_1 = {"class_path": "sbn", "init_args": {"latent_sizes": [200]}}
+for _name, _desc, _model, _objective, _cite in [
+    ("vae-stl", "Gaussian VAE, ELBO with the sticking-the-landing (path-derivative) gradient", "gaussian-vae",
+     "stl", "Roeder, Wu & Duvenaud 2017"),
+    ("iwae-dreg", "Gaussian VAE, L_5 with doubly-reparameterised inference-network gradients (IWAE-DReG)",
+     "gaussian-vae", {"class_path": "dreg", "init_args": {"k": 5}}, "Tucker, Lawson, Gu & Maddison 2019"),
+    ("rws-dreg", "Gaussian VAE, reweighted wake-sleep (k=5) with the doubly-reparameterised wake-phi update",
+     "gaussian-vae", {"class_path": "dreg", "init_args": {"k": 5, "alpha": 1.0}}, "Tucker, Lawson, Gu & Maddison 2019"),
+    ("sbn-arm", "SBN 200-200, ELBO with ARM gradients (antithetic pairs, layer by layer)", "sbn", "arm",
+     "Yin & Zhou 2019"),
+    ("sbn-disarm", "SBN 200-200, ELBO with DisARM gradients (ARM with the uniform integrated out)", "sbn",
+     "disarm", "Dong, Mnih & Tucker 2020"),
+    ("sbn-relax", "SBN 200 (one layer), ELBO with RELAX gradients (REBAR term plus a learned network)",
+     _SBN_1, "relax", "Grathwohl, Choi, Wu, Roeder & Duvenaud 2018"),
+    ("sbn-rebar", "SBN 200 (one layer), ELBO with REBAR gradients (learned eta and temperature)", _SBN_1,
+     {"class_path": "relax", "init_args": {"hidden": 0}}, "Tucker, Mnih, Maddison, Lawson & Sohl-Dickstein 2017"),
+]:
+    METHODS.register(_name)(MethodPreset(_desc, _model, _objective, citation=_cite))  # type: ignore[arg-type]

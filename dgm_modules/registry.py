@@ -176,7 +176,9 @@ def _match(value: Any, hint: Any) -> tuple[bool, Any]:
         return True, tuple(out) if origin is tuple else list(out)
     if origin is dict or hint is dict:
         return isinstance(value, dict), value
-    return True, value  # components and other objects are checked by their own constructors
+    if inspect.isclass(hint):  # config values are plain data: a str is no Tensor or Module
+        return isinstance(value, hint), value
+    return True, value  # callables and other typing forms are checked by the constructors
 
 
 def _describe(hint: Any) -> str:

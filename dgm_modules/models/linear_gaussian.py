@@ -48,6 +48,9 @@ class LinearGaussian(LatentVariableModel):
         z = q.rsample((k,)) if reparam else q.sample((k,))
         return (z,), q.log_prob(z)
 
+    def log_q(self, x: Tensor, z: Latents) -> Tensor:
+        return self.q(x).log_prob(z[0])
+
     def log_joint(self, x: Tensor, z: Latents) -> Tensor:
         (z0,) = z
         lik = Independent(Normal(self.generative(z0), self.obs_std), 1)

@@ -126,6 +126,20 @@ class SigmoidBeliefNet(LatentVariableModel):
             h = family.flatten(z)
         return tuple(zs), log_q
 
+    @property
+    def n_layers(self) -> int:
+        """Number of stochastic layers."""
+        return len(self.families)
+
+    def q_logits(self, x: Tensor, z: Latents, layer: int) -> Tensor:
+        """Logits of ``q(z_layer | z_{layer-1})`` (``z_0 = x``) given the latents below.
+
+        The per-layer access of the estimators that perturb one layer at a time (ARM, DisARM,
+        RELAX): ``[B, units]`` for the bottom layer (it sees only ``x``), ``[k, B, units]`` above.
+        """
+        h = x.flatten(1) if layer == 0 else self.families[layer - 1].flatten(z[layer - 1])
+        return self.inference[layer](h)
+
     def log_q(self, x: Tensor, z: Latents) -> Tensor:
         """``log q(z | x)`` of given latents ``[k, B, ...]``: ``[k, B]``."""
         h, total = x.flatten(1), 0.0

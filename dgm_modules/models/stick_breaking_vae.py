@@ -6,16 +6,17 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from torch.distributions import Bernoulli, Beta, Independent, Kumaraswamy
+from torch.distributions import Bernoulli, Beta, Independent
 from torch.nn import functional as F
 
 from dgm_modules.models.base import Latents, LatentVariableModel
 from dgm_modules.models.kl_kumaraswamy_beta import PAPER_TERMS, kl_kumaraswamy_beta
+from dgm_modules.models.kumaraswamy import StableKumaraswamy
 from dgm_modules.models.stick_breaking import check_nonparametric_options, truncated_weights
 from dgm_modules.networks.mlp import MLP
 
-#: samples are kept in [EPS, 1 - EPS]: float32 Kumaraswamy draws can round to exactly 0 or 1, where the
-#: densities are infinite; the mass outside is negligible for any concentrations the encoder reaches
+#: samples are kept in [EPS, 1 - EPS]: float32 draws can round to exactly 0 or 1, where the densities are
+#: infinite; the probability q puts outside is negligible unless its concentrations are extreme
 EPS = 1e-6
 
 
@@ -24,7 +25,8 @@ class StickBreakingVAE(LatentVariableModel):
 
     The latents are ``T - 1`` stick fractions ``v_k``: prior ``Beta(1, alpha0)`` (the Dirichlet
     process's weights, truncated at ``T``), posterior ``Kumaraswamy(a_k(x), b_k(x))``, which is
-    reparameterisable. The decoder reads the ``T`` weights ``pi = (pi_1..pi_{T-1}, remainder)``: the
+    reparameterisable (sampled and scored in log space: ``StableKumaraswamy``). The decoder reads
+    the ``T`` weights ``pi = (pi_1..pi_{T-1}, remainder)``: the
     last weight is the stick left over, so the weights sum to 1 (the paper fixes ``v_T = 1``, the same
     thing). Importance weights use the exact Beta and Kumaraswamy densities of the fractions;
     :meth:`analytic_elbo` uses the paper's series for the KL (``kl_terms`` terms). The paper's
@@ -59,7 +61,7 @@ class StickBreakingVAE(LatentVariableModel):
     def q(self, x: Tensor) -> Independent:
         # softplus keeps both concentrations positive; the small floor avoids a = 0 or b = 0
         a, b = (F.softplus(h) + 1e-4 for h in self.inference(x.flatten(1)).chunk(2, dim=-1))
-        return Independent(Kumaraswamy(a, b, validate_args=False), 1)
+        return Independent(StableKumaraswamy(a, b, validate_args=False), 1)
 
     def prior(self) -> Independent:
         one = self._one.expand(self.truncation - 1)

@@ -56,3 +56,57 @@ def vimco_leave_one_out(log_weights: Tensor) -> Tensor:
     eye = torch.eye(k, dtype=torch.bool, device=lw.device).unsqueeze(-1)  # [k, k, 1]
     loo = torch.where(eye, others_mean.unsqueeze(1), lw.unsqueeze(0))  # [k(j), k(i), B]
     return iwae_bound(lw) - log_mean_exp(loo, 1)
+
+
+def dreg_phi_weights(log_weights: Tensor, alpha: float = 0.0) -> Tensor:
+    """Per-sample weights of DReG's inference-network gradient (Tucker, Lawson, Gu & Maddison 2019).
+
+    The phi-gradient is ``sum_i c_i d log w_i / d z_i * d z_i / d phi`` (q's parameters held fixed
+    inside ``log q``) with ``c_i = alpha * wbar_i + (1 - 2 alpha) * wbar_i^2``: ``alpha = 0`` is
+    IWAE-DReG (``wbar^2``, the gradient of ``L_k``), ``alpha = 1`` is RWS-DReG (``wbar - wbar^2``,
+    reweighted wake-sleep's wake-phi update), values between interpolate as the paper's DReG(alpha).
+
+    Args:
+        log_weights: ``[k, B]``.
+        alpha: in [0, 1].
+
+    Returns:
+        ``[k, B]``, detached.
+    """
+    wbar = self_normalized_weights(log_weights.detach())
+    return alpha * wbar + (1.0 - 2.0 * alpha) * wbar.square()
+
+
+def arm_coefficients(f: Tensor, f_anti: Tensor, u: Tensor) -> Tensor:
+    """ARM's estimate of ``d E[f(b)] / d logits`` for ``b ~ Bernoulli(sigmoid(logits))`` (Yin & Zhou 2019).
+
+    With ``b = 1[u < sigmoid(a)]`` and its antithetic ``b~ = 1[1 - u < sigmoid(a)]``, the estimate is
+    ``(f(b~) - f(b)) (u - 1/2)`` per unit.
+
+    Args:
+        f: ``f(b)``, ``[k, B]``.
+        f_anti: ``f(b~)``, ``[k, B]``.
+        u: the uniforms, ``[k, B, units]``.
+
+    Returns:
+        ``[k, B, units]``.
+    """
+    return (f_anti - f).unsqueeze(-1) * (u - 0.5)
+
+
+def disarm_coefficients(f: Tensor, f_anti: Tensor, b: Tensor, b_anti: Tensor, logits: Tensor) -> Tensor:
+    """DisARM's estimate of the same gradient (Dong, Mnih & Tucker 2020): ARM with the
+    uniform integrated out given the pair, ``1/2 (f(b) - f(b~)) (-1)^{b~} 1[b != b~] sigmoid(|a|)``.
+
+    Args:
+        f: ``f(b)``, ``[k, B]``.
+        f_anti: ``f(b~)``, ``[k, B]``.
+        b: ``[k, B, units]``.
+        b_anti: ``[k, B, units]``.
+        logits: ``a``, ``[k, B, units]``.
+
+    Returns:
+        ``[k, B, units]``.
+    """
+    sign = 1.0 - 2.0 * b_anti  # (-1)^{b~}
+    return 0.5 * (f - f_anti).unsqueeze(-1) * sign * (b != b_anti).to(f.dtype) * torch.sigmoid(logits.abs())
