@@ -13,7 +13,7 @@ from pathlib import Path
 from dgm_modules.registry import ConfigError
 
 
-def _quiet() -> None:
+def quiet_lightning() -> None:
     """Keep the terminal for the benchmark's own output: Lightning's tips and info go."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet()
+    quiet_lightning()
     os.environ.setdefault("WANDB_MODE", "offline")
     try:
         return args.fn(args)

@@ -18,6 +18,9 @@ from benchmarks.run import run_cell
 def _run_cell_in_worker(config: dict, out: str, threads: int, wandb: str, group: str) -> dict:
     import torch
 
+    from benchmarks.cli import quiet_lightning
+
+    quiet_lightning()
     torch.set_num_threads(threads)
     return run_cell(config, out, loggers=wandb_loggers(wandb, group, config, out), enable_progress_bar=False)
 

@@ -91,7 +91,8 @@ def render(tables: dict[str, dict]) -> tuple[str, str]:
             for c in columns:
                 means = {r: _mean_std(cols[c])[0] for r, cols in rows.items() if cols.get(c)}
                 pick = max if higher_is_better(c) else min
-                best[c] = pick(means, key=means.get)
+                # a spread (kid_std) or a count is not a score: nothing to mark
+                best[c] = None if "_std" in c or "components_used" in c else pick(means, key=means.get)
             md.append("| method | " + " | ".join(f"{c.removeprefix('test/')} (n)" for c in columns) + " |")
             md.append("|---|" + "---|" * len(columns))
             for r in sorted(rows):

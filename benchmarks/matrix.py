@@ -9,7 +9,7 @@ A spec is YAML::
     settings: {default: {}}          # named override sets, one row each in the leaderboard
     overrides: {trainer: {max_epochs: 20}}   # applied to every cell
     cells:                           # per-cell overrides, applied where `match` holds
-      - match: {method: iwae}
+      - match: {method: [iwae, iwae-dreg]}    # a value or a list of values
         overrides: {objective: {k: 10}}
 
 In override blocks a component section may list its options directly (``objective: {k: 10}``)
@@ -105,7 +105,7 @@ def load_spec(path: str | Path) -> tuple[dict, list[Cell]]:
         over = deep_merge(common, normalise_overrides(settings[setting], f"{where}: settings.{setting}"))
         facts = {"method": method, "dataset": dataset, "setting": setting, "seed": seed}
         for i, rule in enumerate(rules):
-            if all(facts[k] == v for k, v in rule.get("match", {}).items()):
+            if all(facts[k] in v if isinstance(v, list) else facts[k] == v for k, v in rule.get("match", {}).items()):
                 over = deep_merge(over, normalise_overrides(rule.get("overrides"), f"{where}: cells[{i}].overrides"))
         over["setting"] = setting
         try:

@@ -92,7 +92,8 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
     trainer = L.Trainer(
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
-        callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), save_last=True, save_top_k=0)]
+        callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
+                                   save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + list(callbacks or []),
         )
     try:

@@ -81,7 +81,7 @@ seeds: [0, 1, 2]
 overrides:{TINY}
 cells:
   - match: {{seed: 1}}
-    overrides: {{trainer: {{max_epochs: 400}}}}
+    overrides: {{trainer: {{max_epochs: 150}}}}
 """)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "benchmarks.cli", "matrix", str(spec), "--out", str(out)]
@@ -121,7 +121,7 @@ cells:
     assert (out / first_id / "record.json").stat().st_mtime_ns == first_mtime
     seed1 = next(r for r in final.values() if r["seed"] == 1)
     assert seed1["resumed_from"] and seed1["resumed_from"].endswith("last.ckpt")
-    assert seed1["epochs"] == 400
+    assert seed1["epochs"] == 150
     assert "already done" in result.stdout and (out / "leaderboard.md").exists()
 
 
