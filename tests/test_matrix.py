@@ -151,3 +151,11 @@ overrides:{TINY}""")
     assert records[0]["status"] == "completed"
     runs = list((tmp_path / "out").glob("*/wandb/offline-run-*"))
     assert runs, "no offline wandb run was written"
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks" / "specs").glob("*.yaml")))
+def test_every_shipped_spec_validates(spec):
+    from benchmarks.matrix import SPECS_DIR
+
+    _, cells = load_spec(SPECS_DIR / spec)
+    assert cells and len({c.label for c in cells}) == len(cells)
