@@ -24,7 +24,7 @@ def check_ks(ks: Sequence[int], option: str = "eval.k") -> list[int]:
 
 @torch.no_grad()
 def importance_weighted_bounds(model: LatentVariableModel, x: Tensor, ks: Sequence[int],
-                               max_pairs: int = 16_384) -> dict[int, Tensor]:
+                               max_pairs: int = 4_096) -> dict[int, Tensor]:
     """``{k: L_k(x) [B]}`` with q as the proposal, for every ``k`` in ``ks``.
 
     Args:

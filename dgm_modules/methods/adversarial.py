@@ -37,7 +37,7 @@ class AdversarialMethod(L.LightningModule):
 
     def __init__(self, model: nn.Module, objective: AdversarialObjective, optimizer: OptimizerFactory,
                  fid_samples: int = 10_000, eval_k: Sequence[int] = (1, 5000), val_k: Sequence[int] = (1,),
-                 chunk_pairs: int = 16_384, eval_seed: int = 0) -> None:
+                 chunk_pairs: int = 4_096, eval_seed: int = 0) -> None:
         super().__init__()
         if not isinstance(objective, AdversarialObjective):
             raise ValueError(f"module 'adversarial' needs an adversarial objective (gan, vae-gan), "

@@ -33,7 +33,7 @@ class VariationalMethod(L.LightningModule):
 
     def __init__(self, model: LatentVariableModel, objective: Objective, optimizer: OptimizerFactory,
                  eval_k: Sequence[int] = (1, 5000), val_k: Sequence[int] = (1,),
-                 chunk_pairs: int = 16_384, eval_seed: int = 0, fid_samples: int = 0) -> None:
+                 chunk_pairs: int = 4_096, eval_seed: int = 0, fid_samples: int = 0) -> None:
         super().__init__()
         objective.check_model(model)
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
