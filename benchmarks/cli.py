@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.gradvar import add_parser as add_gradvar_parser
 
     add_gradvar_parser(sub)
+    from benchmarks.evaluate import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
+    from benchmarks.reproduce import add_parser as add_reproduce_parser
+
+    add_reproduce_parser(sub)
     return parser
 
 

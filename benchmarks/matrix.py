@@ -79,6 +79,13 @@ def load_spec(path: str | Path) -> tuple[dict, list[Cell]]:
     if not Path(path).exists() and (SPECS_DIR / Path(path).name).exists():
         path = SPECS_DIR / Path(path).name
     spec = load_yaml(str(path))
+    return spec, resolve_spec(spec, where)
+
+
+def resolve_spec(spec: dict, where: str) -> list[Cell]:
+    """Validate a spec's mapping and resolve every cell; errors name ``where`` and the place."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(SPEC_KEYS))}")
@@ -113,7 +120,7 @@ def load_spec(path: str | Path) -> tuple[dict, list[Cell]]:
         except ConfigError as err:
             raise ConfigError(f"{where}: cell {dataset}/{method}/{setting}/seed{seed}: {err}") from None
         cells.append(Cell(method, dataset, seed, setting, config))
-    return spec, cells
+    return cells
 
 
 class Progress:

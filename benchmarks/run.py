@@ -41,7 +41,8 @@ def run_id(config: dict) -> str:
     return f"{config['data']['class_path']}__{label}__seed{config['seed']}__{digest}"
 
 
-def _protocol(config: dict, datamodule: Any, module: Any) -> dict:
+def protocol_of(datamodule: Any, module: Any) -> dict:
+    """What a record must say for its numbers to be comparable: the data's protocol, k, FID network."""
     protocol = dict(datamodule.protocol())
     test_eval = getattr(module, "test_eval", None)
     if test_eval is not None:
@@ -111,7 +112,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         record.update(status="failed", error={"type": type(err).__name__, "message": str(err),
                                               "step": trainer.global_step, "traceback": traceback.format_exc()})
     record.update(
-        protocol=_protocol(config, datamodule, module), steps=trainer.global_step,
+        protocol=protocol_of(datamodule, module), steps=trainer.global_step,
         epochs=trainer.current_epoch, wall_time_s=round(time.perf_counter() - t0, 3),
         device=device_description(trainer), finished_at=datetime.now(timezone.utc).isoformat())
     if trainer.global_rank == 0:

@@ -134,6 +134,9 @@ for _name, _desc, _model, _objective, _cite in [
     ("sbn-gumbel-st", "SBN 200-200 with straight-through Gumbel-softmax gradients, ELBO",
      {"class_path": "sbn", "init_args": {"relaxation": "straight-through", **_GUMBEL}}, "elbo",
      "Jang, Gu & Poole 2017"),
+    ("sbn-st", "SBN 200-200, ELBO with the plain straight-through gradient (hard sample forward, its mean's gradient back)",
+     {"class_path": "sbn", "init_args": {"relaxation": "straight-through-mean"}}, "elbo",
+     "Bengio, Leonard & Courville 2013"),
     ("vae-sleep", "Gaussian VAE, ELBO plus a sleep-phase update of q on dreamed samples", "gaussian-vae",
      {"class_path": "elbo", "init_args": {"sleep_weight": 1.0}}, "Hu, Yang, Salakhutdinov & Xing 2017"),
 ]:

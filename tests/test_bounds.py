@@ -123,3 +123,34 @@ def test_fast_bernoulli_log_likelihood_equals_torch_distributions():
     ref = Independent(Bernoulli(logits=logits), 1).log_prob(x)
     assert torch.allclose(bernoulli_log_likelihood(logits, x), ref, atol=1e-4, rtol=1e-6)
     assert torch.allclose(bernoulli_log_likelihood(logits[0], x), ref[0], atol=1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("analytic_kl", [True, False])
+def test_elbo_with_k_samples_keeps_the_mean_and_divides_the_variance_by_k(analytic_kl):
+    from dgm_modules.models.gaussian_vae import GaussianVAE
+    from dgm_modules.objectives.elbo import ELBO
+
+    torch.manual_seed(0)
+    model = GaussianVAE((1, 4, 4), latent_dim=3, hidden=(8,))
+    x = torch.bernoulli(torch.full((5, 1, 4, 4), 0.3))
+    n = 400
+    with torch.no_grad():
+        one = torch.stack([ELBO(analytic_kl, k=1)(model, x).bound for _ in range(n)])
+        five = torch.stack([ELBO(analytic_kl, k=5)(model, x).bound for _ in range(n)])
+    se = (one.var(0) / n + five.var(0) / n).sqrt()
+    assert ((one.mean(0) - five.mean(0)).abs() < 4 * se).all()  # the same bound ...
+    ratio = five.var(0) / one.var(0)  # ... averaged over 5 independent draws: variance / 5
+    assert ((ratio > 0.2 * 0.7) & (ratio < 0.2 * 1.4)).all(), ratio
+    with pytest.raises(ValueError, match="objective.k"):
+        ELBO(k=0)
+
+
+def test_active_units_counts_dimensions_whose_posterior_mean_varies():
+    from dgm_modules.evaluation.latent_structure import active_units
+
+    torch.manual_seed(0)
+    means = torch.zeros(2000, 6)
+    means[:, :3] = torch.randn(2000, 3)  # Cov_x = 1: active
+    means[:, 3] = 0.05 * torch.randn(2000)  # 0.0025 < 0.01: inactive (Burda et al.'s threshold)
+    means[:, 4] = 0.15 * torch.randn(2000)  # 0.0225 > 0.01: active
+    assert active_units(means) == 4

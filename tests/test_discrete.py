@@ -349,3 +349,35 @@ def test_bad_options_refused_naming_the_option(option, value, tmp_path):
 
 def test_methods_registered():
     assert {"wake-sleep", "rws", "score-function", "vimco", "semi-supervised-elbo"} <= set(OBJECTIVES.names())
+
+
+# -- the plain straight-through estimator (Bengio et al. 2013; the "ST" of Jang et al. 2017) -------
+def test_plain_straight_through_samples_exactly_and_is_exact_for_a_linear_function():
+    model = tiny_sbn(relaxation="straight-through-mean")
+    model.train()
+    torch.manual_seed(0)
+    (z,), _ = model.sample_q(X_REP, k=200)
+    assert set(z.unique().tolist()) <= {0.0, 1.0}  # hard samples forward
+    probs = model.q_logits(X_REP, (z,), 0).sigmoid()
+    freq, se = z.mean(0), (probs * (1 - probs) / z.shape[0]).sqrt()
+    assert ((freq - probs).abs() < 5 * se + 1e-6).all()  # ... drawn from q itself
+    # backward: the gradient of E_q[w . z] = w . sigmoid(logits) with respect to phi, every draw
+    w = torch.randn(3)
+    phi = list(model.phi_parameters())
+    st = torch.autograd.grad((z * w).sum() / z.shape[0], phi)
+    exact = torch.autograd.grad((probs * w).sum(), phi)
+    for a, b in zip(st, exact):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_plain_straight_through_is_biased_for_the_elbo():
+    """The ELBO is not linear in z: ST's mean gradient misses the exact one (why Gumbel exists)."""
+    model = tiny_sbn(relaxation="straight-through-mean")
+    model.train()
+    exact_theta, exact_phi = grads(model, -exact_elbo(model, X).mean())
+    theta, phi = estimate(model, ELBO())
+    # theta sees exact draws of q: unbiased; phi's gradient goes through the straight-through path
+    assert within(theta, exact_theta)
+    chi2 = float((((phi[0] - exact_phi) / (phi[1] + 1e-12)) ** 2).sum())  # about d if it were unbiased
+    d = exact_phi.numel()
+    assert chi2 > d + 10 * math.sqrt(2 * d), (chi2, d)

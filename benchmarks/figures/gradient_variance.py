@@ -104,30 +104,36 @@ def variance_curves_figure(sources: Iterable[str | Path], out: str | Path,
     return out
 
 
-def iwae_k(estimator: dict) -> int | None:
-    """``k`` of an IWAE estimator spec (``{"objective": {"class_path": "iwae", "init_args": {"k"}}}``)."""
+#: multi-sample gradient estimators plotted against k: the IWAE gradient and its DReG variant
+K_FAMILIES = ("iwae", "dreg")
+
+
+def iwae_k(estimator: dict) -> tuple[str, int] | None:
+    """``(family, k)`` of an IWAE or DReG estimator spec (``{"objective": {"class_path", "init_args": {"k"}}}``)."""
     spec = estimator.get("objective")
     if isinstance(spec, str):
         spec = {"class_path": spec, "init_args": {}}
-    if not isinstance(spec, dict) or spec.get("class_path") != "iwae" or estimator.get("model_overrides"):
+    if not isinstance(spec, dict) or spec.get("class_path") not in K_FAMILIES or estimator.get("model_overrides"):
         return None
-    return int((spec.get("init_args") or {}).get("k", 5))
+    return spec["class_path"], int((spec.get("init_args") or {}).get("k", 5))
 
 
 def snr_vs_k_figure(sources: Iterable[str | Path], out: str | Path, groups: Iterable[str] = ("phi", "theta"),
                     steps: Iterable[int] | None = None) -> Path:
-    """SNR (mean and median over coordinates) of the IWAE gradient against ``k``: a line per step."""
+    """SNR (mean and median over coordinates) of the IWAE (and DReG) gradient against ``k``: a line
+    per step and estimator family."""
     sources = list(sources)
     history, protocol = load_history(sources)
-    ks = {}
-    for src in sources:  # labels -> k from each file's estimator list
+    ks: dict[str, tuple[str, int]] = {}
+    for src in sources:  # labels -> (family, k) from each file's estimator list
         path = Path(src) / GRADVAR_FILE if Path(src).is_dir() else Path(src)
         for est in json.loads(path.read_text()).get("protocol", {}).get("estimators", []):
-            k = iwae_k(est)
-            if k is not None:
-                ks[est["label"]] = k
+            fk = iwae_k(est)
+            if fk is not None:
+                ks[est["label"]] = fk
     if not ks:
-        raise ValueError("no IWAE estimators (objective class_path 'iwae') in " + ", ".join(map(str, sources)))
+        raise ValueError("no IWAE or DReG estimators (objective class_path 'iwae'/'dreg') in "
+                         + ", ".join(map(str, sources)))
     wanted = None if steps is None else set(steps)
     groups = list(groups)
     plt = _plt()
@@ -137,15 +143,16 @@ def snr_vs_k_figure(sources: Iterable[str | Path], out: str | Path, groups: Iter
     for col, group in enumerate(groups):
         ax = axes[0][col]
         for i, entry in enumerate(entries):
-            points = sorted((ks[l], g[group]) for l, g in entry["estimators"].items()
-                            if l in ks and isinstance(g.get(group), dict))
-            if not points:
-                continue
             colour = cmap(i / max(1, len(entries) - 1))
-            x = [k for k, _ in points]
-            label = f"step {entry.get('step')}"
-            ax.plot(x, [s["snr_mean"] for _, s in points], marker="o", color=colour, label=label)
-            ax.plot(x, [s["snr_median"] for _, s in points], marker="s", ls="--", color=colour)
+            for family, marker in zip(K_FAMILIES, ("o", "^")):
+                points = sorted((ks[l][1], g[group]) for l, g in entry["estimators"].items()
+                                if l in ks and ks[l][0] == family and isinstance(g.get(group), dict))
+                if not points:
+                    continue
+                x = [k for k, _ in points]
+                label = f"{family}, step {entry.get('step')}"
+                ax.plot(x, [s["snr_mean"] for _, s in points], marker=marker, color=colour, label=label)
+                ax.plot(x, [s["snr_median"] for _, s in points], marker=marker, ls="--", color=colour)
         if protocol.get("samples"):
             m = protocol["samples"]
             ax.axhline(snr_floor(m, "mean"), color="grey", ls="-", lw=1, label="no-signal level (mean)")
@@ -154,7 +161,7 @@ def snr_vs_k_figure(sources: Iterable[str | Path], out: str | Path, groups: Iter
         ax.set_yscale("log")
         ax.set_xlabel("k (importance samples)")
         ax.set_ylabel("per-coordinate SNR |E g| / std g")
-        ax.set_title(f"IWAE gradient SNR, {group}")
+        ax.set_title(f"IWAE / DReG gradient SNR, {group}")
         ax.grid(alpha=0.3, which="both")
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"solid: mean, dashed: median over coordinates; M={protocol.get('samples')}, "

@@ -47,6 +47,12 @@ def components_used(mean_weights: Tensor, threshold: float = 0.01) -> int:
     return int((mean_weights > threshold).sum())
 
 
+def active_units(means: Tensor, threshold: float = 1e-2) -> int:
+    """Latent dimensions whose posterior mean varies over the data: ``Cov_x(E_q[z_d | x]) > 0.01``
+    (Burda, Grosse & Salakhutdinov 2016, section 5.2)."""
+    return int((means.double().var(0) > threshold).sum()) if means.shape[0] > 1 else 0
+
+
 def knn_errors(train_z: Tensor, train_y: Tensor, test_z: Tensor, test_y: Tensor,
                ks: Sequence[int] = KNN_KS) -> dict[int, float]:
     """``{k: test error}`` of scikit-learn's ``KNeighborsClassifier(k)`` fitted on ``(train_z, train_y)``."""
@@ -97,19 +103,21 @@ class LatentStructureEvaluator:
             total = weights.double().sum(0).cpu()
             self.weight_sum = total if self.weight_sum is None else self.weight_sum + total
             self.count += weights.shape[0]
-        if y is not None:
-            means = latent_means(model, x)
-            if means is not None:
-                self.means.append(means.cpu())
+        means = latent_means(model, x)
+        if means is not None:
+            self.means.append(means.cpu())
+            if y is not None:
                 self.labels.append(y.cpu())
 
     def compute(self, model: Any, datamodule: Any = None) -> dict[str, float]:
-        """The metrics: ``components_used`` and ``knn_error_k{k}`` (the latter needs the train split)."""
+        """The metrics: ``components_used``, ``active_units`` and ``knn_error_k{k}`` (the latter needs labels and the train split)."""
         means, labels, weight_sum, count = self._gathered()
         out: dict[str, float] = {}
         if weight_sum is not None and count:
             out["components_used"] = float(components_used(weight_sum / count, self.threshold))
-        train = self._train_split(datamodule) if means is not None else None
+        if means is not None:
+            out["active_units"] = float(active_units(means))
+        train = self._train_split(datamodule) if means is not None and labels is not None else None
         if train is not None:
             device = next(model.parameters()).device
             train_z = encode(lambda xs: latent_means(model, xs.to(device)), train[0])

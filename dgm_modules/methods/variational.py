@@ -11,6 +11,7 @@ from dgm_modules.evaluation.latent_structure import LatentStructureEvaluator
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
 from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
 from dgm_modules.methods.base import check_finite
+from dgm_modules.methods.schedules import LR_SCHEDULES
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives.base import Objective
 
@@ -29,12 +30,18 @@ class VariationalMethod(L.LightningModule):
         chunk_pairs: at most this many (image, sample) pairs per forward pass in evaluation.
         eval_seed: seed of the evaluation's Monte Carlo noise.
         fid_samples: model samples scored by FID/KID against the test split at test end (0 = off).
+        lr_schedule: a name in :data:`~dgm_modules.methods.schedules.LR_SCHEDULES` (per epoch):
+            ``constant`` or ``iwae`` (Burda et al. 2016's 3**i passes at 10**(-i/7)).
     """
 
     def __init__(self, model: LatentVariableModel, objective: Objective, optimizer: OptimizerFactory,
                  eval_k: Sequence[int] = (1, 5000), val_k: Sequence[int] = (1,),
-                 chunk_pairs: int = 4_096, eval_seed: int = 0, fid_samples: int = 0) -> None:
+                 chunk_pairs: int = 4_096, eval_seed: int = 0, fid_samples: int = 0,
+                 lr_schedule: str = "constant") -> None:
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"module.lr_schedule={lr_schedule!r} is not valid; choose one of {sorted(LR_SCHEDULES)}")
+        self.lr_schedule = lr_schedule
         objective.check_model(model)
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
         self.register_buffer("_loss_sum", torch.zeros(()), persistent=False)
@@ -89,5 +96,9 @@ class VariationalMethod(L.LightningModule):
             self.log(f"{stage}/{name}", value, prog_bar=stage == "val", sync_dist=False)
         evaluator.reset()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_schedule == "constant":
+            return optimizer
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, LR_SCHEDULES[self.lr_schedule])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}

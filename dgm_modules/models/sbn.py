@@ -13,7 +13,8 @@ from dgm_modules.models.likelihoods import bernoulli_log_likelihood
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.networks.sbn_layers import DiscreteFamily, DiscreteLayer, PriorLayer
 
-Relaxation = Literal["none", "concrete", "straight-through"]
+Relaxation = Literal["none", "concrete", "straight-through", "straight-through-mean"]
+RELAXATIONS = ("none", "concrete", "straight-through", "straight-through-mean")
 
 
 class SigmoidBeliefNet(LatentVariableModel):
@@ -31,7 +32,9 @@ class SigmoidBeliefNet(LatentVariableModel):
     (``sum z log pi``), so the relaxed objective tends to the discrete ELBO as the temperature falls.
     (The Concrete *density* ratio of q and prior at one temperature does not depend on the
     temperature, so it would not tend to the discrete KL.) ``"straight-through"`` passes the hard
-    sample forward (an exact draw from q) and the relaxed sample's gradient backward. Either way
+    sample forward (an exact draw from q) and the relaxed sample's gradient backward (ST Gumbel);
+    ``"straight-through-mean"`` is the plain straight-through estimator of Bengio et al. (2013),
+    the "ST" of Jang et al. 2017: the exact draw forward, the gradient of its mean backward. Either way
     the latent kind is ``"relaxed"``, which the reparameterised objectives (``elbo``, ``iwae``)
     train. The relaxation applies in training mode only: in eval mode (validation, test) q and all
     densities are the exact discrete ones, so ``L_k`` is a bound on the discrete model's ``log p(x)``.
@@ -47,7 +50,7 @@ class SigmoidBeliefNet(LatentVariableModel):
         latent: ``"bernoulli"`` or ``"categorical"``.
         categories: classes per categorical variable (ignored for Bernoulli latents).
         relaxation: ``"none"`` (discrete, for score-function and wake-sleep objectives),
-            ``"concrete"`` or ``"straight-through"``.
+            ``"concrete"``, ``"straight-through"`` (Gumbel) or ``"straight-through-mean"``.
         temperature: initial temperature of the relaxation.
         temperature_min: floor of the annealed temperature.
         anneal_rate: exponential annealing rate per training step (0: constant temperature).
@@ -64,8 +67,8 @@ class SigmoidBeliefNet(LatentVariableModel):
             raise ValueError(f"model.hidden must be >= 0, got {hidden}")
         if latent == "categorical" and categories < 2:
             raise ValueError(f"model.categories must be >= 2, got {categories}")
-        if relaxation not in ("none", "concrete", "straight-through"):
-            raise ValueError(f"model.relaxation={relaxation!r} is not valid; choose 'none', 'concrete' or 'straight-through'")
+        if relaxation not in RELAXATIONS:
+            raise ValueError(f"model.relaxation={relaxation!r} is not valid; choose one of {list(RELAXATIONS)}")
         for name, value in (("temperature", temperature), ("temperature_min", temperature_min)):
             if value <= 0:
                 raise ValueError(f"model.{name} must be > 0, got {value}")
@@ -113,10 +116,14 @@ class SigmoidBeliefNet(LatentVariableModel):
         for i, (family, layer) in enumerate(zip(self.families, self.inference)):
             logits = layer(h)
             n = (k,) if i == 0 else ()  # later layers inherit the sample dimension from h
-            if relax:
+            if relax and self.relaxation == "straight-through-mean":
+                mean = family.mean(logits)
+                z = family.exact(logits).sample(n) + (mean - mean.detach())  # exactly the hard draw forward
+                log_q = log_q + family.relaxed_log_mass(logits, z)
+            elif relax:
                 rel = family.relaxed(logits, tau)
                 soft = rel.rsample(n) if reparam else rel.sample(n)
-                z = soft if self.relaxation == "concrete" else family.harden(soft) + soft - soft.detach()
+                z = soft if self.relaxation == "concrete" else family.harden(soft) + (soft - soft.detach())
                 log_q = log_q + family.relaxed_log_mass(logits, z)
             else:
                 q = family.exact(logits)

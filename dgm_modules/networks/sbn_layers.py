@@ -48,6 +48,10 @@ class DiscreteFamily:
                 else OneHotCategorical(logits=logits, validate_args=False))
         return Independent(base, 1)
 
+    def mean(self, logits: Tensor) -> Tensor:
+        """``E[z]``: the probabilities (Bernoulli) or the softmax over classes (categorical)."""
+        return logits.sigmoid() if self.kind == "bernoulli" else logits.softmax(-1)
+
     def relaxed(self, logits: Tensor, temperature: Tensor) -> Distribution:
         """Its Concrete / Gumbel-softmax relaxation (Maddison et al. 2017; Jang et al. 2017)."""
         if self.kind == "bernoulli":
