@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.launchers import LocalLauncher, SlurmLauncher
-from benchmarks.matrix import load_spec, run_matrix
+from benchmarks.matrix import SPECS_DIR, load_spec, run_matrix
 from dgm_modules.registry import ConfigError
 
 TINY = """
@@ -159,3 +159,13 @@ def test_every_shipped_spec_validates(spec):
 
     _, cells = load_spec(SPECS_DIR / spec)
     assert cells and len({c.label for c in cells}) == len(cells)
+
+
+@pytest.mark.parametrize("spec", ["digits.yaml", "mnist.yaml"])
+def test_specs_that_promise_every_registered_method_list_every_one(spec):
+    import yaml
+
+    from dgm_modules.components import METHODS
+
+    methods = yaml.safe_load(open(SPECS_DIR / spec))["methods"]
+    assert sorted(methods) == sorted(METHODS.names())
