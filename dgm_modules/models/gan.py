@@ -19,7 +19,9 @@ from dgm_modules.networks.gan_nets import make_discriminator, make_generator
 Arch = Literal["mlp", "dcgan"]
 
 
-def _check(latent_dim: int, hidden: Sequence[int], channels: int) -> None:
+def _check(latent_dim: int, hidden: Sequence[int], channels: int, dropout: float = 0.0) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.discriminator_dropout must be in [0, 1), got {dropout}")
     if latent_dim < 1:
         raise ValueError(f"model.latent_dim must be >= 1, got {latent_dim}")
     if not hidden or any(h < 1 for h in hidden):
@@ -37,17 +39,19 @@ class GAN(nn.Module):
         hidden: widths of the MLP generator (the discriminator mirrors them).
         arch: ``mlp`` or ``dcgan`` (conv nets; H and W divisible by 4).
         channels: width of the DCGAN conv layers.
+        discriminator_dropout: dropout after each hidden layer of the MLP discriminator.
     """
 
     latent_kind: ClassVar[str] = "implicit"
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
-                 arch: Arch = "mlp", channels: int = 64) -> None:
+                 arch: Arch = "mlp", channels: int = 64, discriminator_dropout: float = 0.0) -> None:
         super().__init__()
-        _check(latent_dim, hidden, channels)
+        _check(latent_dim, hidden, channels, discriminator_dropout)
         self.input_shape, self.latent_dim = tuple(input_shape), latent_dim
         self.generator = make_generator(arch, latent_dim, hidden, self.input_shape, channels)
-        self.discriminator = make_discriminator(arch, list(reversed(hidden)), self.input_shape, channels)
+        self.discriminator = make_discriminator(arch, list(reversed(hidden)), self.input_shape, channels,
+                                                discriminator_dropout)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def prior(self) -> Independent:
@@ -73,14 +77,17 @@ class VAEGAN(GaussianVAE):
     Args:
         discriminator: ``mlp`` (widths ``hidden``) or ``dcgan`` (conv, width ``channels``).
         channels: width of the conv discriminator.
+        discriminator_dropout: dropout after each hidden layer of the MLP discriminator.
         (the rest as :class:`GaussianVAE`)
     """
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", discriminator: Arch = "mlp", channels: int = 32) -> None:
+                 activation: str = "tanh", discriminator: Arch = "mlp", channels: int = 32,
+                 discriminator_dropout: float = 0.0) -> None:
         super().__init__(input_shape, latent_dim, hidden, activation)
-        _check(latent_dim, hidden, channels)
-        self.discriminator = make_discriminator(discriminator, hidden, self.input_shape, channels)
+        _check(latent_dim, hidden, channels, discriminator_dropout)
+        self.discriminator = make_discriminator(discriminator, hidden, self.input_shape, channels,
+                                                discriminator_dropout)
 
     def decode(self, z: Tensor) -> Tensor:
         """The decoder's mean image (Bernoulli probabilities), ``[B, *input_shape]``."""

@@ -9,24 +9,34 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from dgm_modules.networks.mlp import MLP
 
 
 class MLPGenerator(nn.Module):
+    """Linear -> batch norm -> leaky ReLU per hidden layer (batch norm as in DCGAN's generator:
+    without it this MLP collapsed to one image within an epoch on MNIST), sigmoid output."""
+
     def __init__(self, latent_dim: int, hidden: Sequence[int], out_shape: Sequence[int]) -> None:
         super().__init__()
         self.out_shape = tuple(out_shape)
-        self.net = MLP(latent_dim, hidden, math.prod(out_shape), "leaky_relu")
+        layers: list[nn.Module] = []
+        for a, b in zip([latent_dim, *hidden[:-1]], hidden):
+            layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden[-1], math.prod(out_shape)))
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).sigmoid().view(-1, *self.out_shape)
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, in_shape: Sequence[int], hidden: Sequence[int]) -> None:
+    """Leaky-ReLU MLP; ``dropout`` after each hidden layer (Goodfellow et al. 2014 regularised D
+    with dropout, which keeps it from winning outright against a small generator)."""
+
+    def __init__(self, in_shape: Sequence[int], hidden: Sequence[int], dropout: float = 0.0) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), MLP(math.prod(in_shape), hidden[:-1], hidden[-1], "leaky_relu"),
-                                  nn.LeakyReLU(0.2))
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip([math.prod(in_shape), *hidden[:-1]], hidden):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2)] + ([nn.Dropout(dropout)] if dropout else [])
+        self.body = nn.Sequential(*layers)
         self.head = nn.Linear(hidden[-1], 1)
 
     def features(self, x: Tensor) -> Tensor:
@@ -82,5 +92,6 @@ def make_generator(arch: str, latent_dim: int, hidden: Sequence[int], shape: Seq
     return DCGANGenerator(latent_dim, shape, channels) if arch == "dcgan" else MLPGenerator(latent_dim, hidden, shape)
 
 
-def make_discriminator(arch: str, hidden: Sequence[int], shape: Sequence[int], channels: int) -> nn.Module:
-    return DCGANDiscriminator(shape, channels) if arch == "dcgan" else MLPDiscriminator(shape, hidden)
+def make_discriminator(arch: str, hidden: Sequence[int], shape: Sequence[int], channels: int,
+                       dropout: float = 0.0) -> nn.Module:
+    return DCGANDiscriminator(shape, channels) if arch == "dcgan" else MLPDiscriminator(shape, hidden, dropout)
