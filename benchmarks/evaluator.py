@@ -10,7 +10,9 @@ import argparse
 import json
 import time
 
-DEFAULT_EPOCHS = 4  # about 99% test accuracy on MNIST, 90% on Fashion-MNIST
+DEFAULT_EPOCHS = 4  # 99.10% test accuracy on MNIST
+#: measured: Fashion-MNIST 88.91% after 4 epochs, 90.63% after 10 (the issue's target is 90%)
+EPOCHS_BY_DATASET = {"fashion-mnist": 10}
 
 
 def cmd_evaluator_train(args: argparse.Namespace) -> int:
@@ -21,7 +23,7 @@ def cmd_evaluator_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    epochs = args.epochs or AUTO_TRAIN.get(args.data, DEFAULT_EPOCHS)
+    epochs = args.epochs or AUTO_TRAIN.get(args.data) or EPOCHS_BY_DATASET.get(args.data, DEFAULT_EPOCHS)
     datamodule = grey_datamodule(args.data, args.data_dir)
     t0 = time.perf_counter()
     meta = train_and_save(datamodule, epochs, args.out, seed=args.seed)
@@ -40,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train = actions.add_parser("train", help="train and cache a dataset's classifier (training split only)")
     train.add_argument("--data", required=True, help="a registered grey-level dataset, e.g. mnist")
     train.add_argument("--epochs", type=int, default=None,
-                       help=f"training epochs (default {DEFAULT_EPOCHS}; 30 for digits)")
+                       help=f"training epochs (default {DEFAULT_EPOCHS}; 10 for fashion-mnist, 30 for digits)")
     train.add_argument("--out", default=None, help="folder for the weights (default: $DGM_BENCH_CACHE/evaluators/"
                                                    "<data>, else ~/.cache/dgm-bench/evaluators/<data>)")
     train.add_argument("--data-dir", default=None, help="data directory (default: $DGM_BENCH_DATA)")
