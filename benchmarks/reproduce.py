@@ -241,14 +241,21 @@ def compare(repro: Reproduction, records: list[dict | None], gradvar: dict | Non
             if not pairs:
                 row["status"] = f"not run (not a cell of the {repro.budget} budget, or left out by --only)"
             elif len(values) < len(pairs):
-                lost = [(r or {}).get("status", "missing") if r and r.get("status") != "completed"
-                        else f"no {entry['metric']}" for _, r in pairs if not (r and r.get("status") == "completed"
-                                                                            and entry["metric"] in r["metrics"])]
-                row["status"] = "; ".join(sorted(set(lost)))
+                row["status"] = "; ".join(sorted({_why_missing(r, entry["metric"]) for _, r in pairs} - {""}))
             if row["ours"] is not None and row["published"] is not None:
                 row["difference"] = row["ours"] - row["published"]
         rows.append(row)
     return rows
+
+
+def _why_missing(record: dict | None, metric: str) -> str:
+    """Why a matched cell gives no value ("" when it gives one): failed, diverged, ..."""
+    if record is None:
+        return "no record"
+    if record.get("status") != "completed":
+        return str(record.get("status"))
+    value = record["metrics"].get(metric)
+    return f"no {metric}" if value is None else "" if math.isfinite(value) else f"{metric} not finite"
 
 
 def _trend_row(entry: dict, gradvar: dict | None) -> dict:
@@ -327,13 +334,13 @@ def make_figure(repro: Reproduction, records: list[dict | None], out: Path) -> P
         from benchmarks.figures.gradient_variance import snr_vs_k_figure
 
         return snr_vs_k_figure([out / "gradvar.json"], out / "snr_vs_k.png") if (out / "gradvar.json").exists() else None
-    if repro.figure == "latent-usage":
+    if repro.figure == "latent-usage":  # the stick-breaking VAE's sticks against the Gaussian VAE's dimensions
         from benchmarks.figures.latent_usage import latent_usage_figure
 
-        done = [out / "runs" / run_id(c.config) for c, r in zip(repro.cells, records) if r and r["status"] == "completed"]
-        by_model = {}
-        for c, path in zip([c for c, r in zip(repro.cells, records) if r and r["status"] == "completed"], done):
-            by_model.setdefault(c.config["model"]["class_path"], path)
+        by_model: dict[str, Path] = {}
+        for cell, record in zip(repro.cells, records):
+            if record and record["status"] == "completed":
+                by_model.setdefault(cell.config["model"]["class_path"], out / "runs" / run_id(cell.config))
         if "stick-breaking-vae" in by_model and "gaussian-vae" in by_model:
             return latent_usage_figure(by_model["stick-breaking-vae"], by_model["gaussian-vae"], out / "latent_usage.png")
     return None

@@ -152,3 +152,19 @@ def test_evaluate_cli_writes_a_record_with_the_new_k(trained, capsys):
     assert rescored["metrics"]["test/nll_k256"] <= record["metrics"]["test/nll_k64"] + 1e-3
     assert main(["evaluate", str(run_dir / "nowhere.ckpt")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_failed_and_diverged_cells_are_listed_not_averaged(tmp_path):
+    from benchmarks.reproduce import compare
+
+    path = _spec_with(tmp_path, {"metric": "test/nll_k100", "value": 86.8,
+                                 "protocol": {"dataset": "mnist", "binarization": "dynamic", "k": 100}})
+    raw = yaml.safe_load(path.read_text())
+    raw["matrix"]["seeds"] = [0, 1, 2]
+    path.write_text(yaml.safe_dump(raw))
+    repro = load_reproduction(path, "smoke")
+    records = [{"status": "completed", "metrics": {"test/nll_k100": 90.0}, "epochs": 3},
+               {"status": "diverged", "metrics": {}}, None]
+    (row,) = compare(repro, records)
+    assert row["ours"] == 90.0 and row["n"] == 1 and math.isclose(row["difference"], 90.0 - 86.8)
+    assert row["status"] == "diverged; no record"
