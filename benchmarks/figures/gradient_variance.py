@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from benchmarks.callbacks import GRADVAR_FILE
+from benchmarks.figures import pyplot, save
 
 
 def load_history(sources: Iterable[str | Path]) -> tuple[list[dict], dict]:
@@ -58,22 +59,13 @@ def snr_floor(samples: int | None, summary: str = "median") -> float | None:
     return (math.sqrt(2 / math.pi) if summary == "mean" else 0.6745) / math.sqrt(samples)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def variance_curves_figure(sources: Iterable[str | Path], out: str | Path,
                            groups: Iterable[str] = ("phi", "theta"), title: str | None = None) -> Path:
     """Log gradient variance and median SNR against training step, one line per estimator."""
     sources = list(sources)
     history, protocol = load_history(sources)
     groups = [g for g in groups if any(g in v for e in history for v in e["estimators"].values())]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(groups), figsize=(5.5 * len(groups), 7), squeeze=False, sharex=True)
     for col, group in enumerate(groups):
         panels = (("trace_cov", "tr Cov[g] (log scale)"), ("snr_median", "median |E g| / std g"))
@@ -96,12 +88,7 @@ def variance_curves_figure(sources: Iterable[str | Path], out: str | Path,
     m, b = protocol.get("samples"), protocol.get("batch_size")
     fig.suptitle(title or f"gradient-estimator variance (M={m}, batch={b}) - {', '.join(map(str, sources))}"[:150],
                  fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 #: multi-sample gradient estimators plotted against k: the IWAE gradient and its DReG variant
@@ -136,7 +123,7 @@ def snr_vs_k_figure(sources: Iterable[str | Path], out: str | Path, groups: Iter
                          + ", ".join(map(str, sources)))
     wanted = None if steps is None else set(steps)
     groups = list(groups)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
     cmap = plt.get_cmap("viridis")
     entries = [e for e in history if wanted is None or e.get("step") in wanted]
@@ -166,12 +153,7 @@ def snr_vs_k_figure(sources: Iterable[str | Path], out: str | Path, groups: Iter
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"solid: mean, dashed: median over coordinates; M={protocol.get('samples')}, "
                  f"batch={protocol.get('batch_size')} (cf. Rainforth et al. 2018)", fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def cmd_figure_gradvar(args) -> int:

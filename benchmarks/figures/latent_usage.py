@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.distributions import Independent, kl_divergence
 
 from benchmarks.config import build
+from benchmarks.figures import pyplot, save
 from benchmarks.records import RECORD
 from benchmarks.run import CHECKPOINTS
 from dgm_modules.evaluation.latent_structure import component_weights, encode
@@ -54,12 +55,7 @@ def latent_usage(model: torch.nn.Module, x: Tensor) -> tuple[Tensor, str]:
 
 def latent_usage_figure(run_a: str | Path, run_b: str | Path, out: str | Path, threshold: float = 0.01) -> Path:
     """Bar charts of the latent usage of two runs side by side, written to ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 3.8))
     for ax, run in zip(axes, (run_a, run_b)):
         record, module, x = load_run(run)
         values, label = latent_usage(module.model, x)
@@ -70,9 +66,4 @@ def latent_usage_figure(run_a: str | Path, run_b: str | Path, out: str | Path, t
         ax.set_xlabel("component (stick order)" if label.startswith("mean weight") else "latent dimension (sorted)")
         ax.set_ylabel(label)
         ax.set_title(f"{record['method']} on {record['dataset']} (seed {record['seed']})")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)

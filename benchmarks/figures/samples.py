@@ -13,16 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from benchmarks.figures import pyplot, save
 from benchmarks.figures.latent_usage import load_run
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _grid(images: Tensor, nrow: int) -> Tensor:
@@ -40,13 +32,13 @@ def samples_figure(run_dir: str | Path, out: str | Path, n: int = 64, seed: int 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         x = module.model.sample(n).view(n, *module.model.input_shape)
-    plt = _plt()
+    plt = pyplot()
     nrow = int(n ** 0.5) or 1
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(_grid(x, nrow).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(f"{record['method']} on {record['dataset']} (seed {record['seed']}): {n} samples")
-    return _save(fig, out, plt)
+    return save(fig, out)
 
 
 @torch.no_grad()
@@ -65,19 +57,10 @@ def recon_figure(run_dirs: Sequence[str | Path], out: str | Path, n: int = 10) -
         raise ValueError(f"recon: all runs must be on one dataset, got {sorted(datasets)}")
     x = runs[0][2][:n]
     rows = [("test images", x)] + [(f"{rec['method']} (seed {rec['seed']})", reconstruct(m.model, x)) for rec, m, _ in runs]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.7, 0.9 * len(rows)), squeeze=False)
     for ax, (label, images) in zip(axes[:, 0], rows):
         ax.imshow(_grid(images, n).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
         ax.set_title(label, fontsize=8, loc="left")
-    return _save(fig, out, plt)
-
-
-def _save(fig, out: str | Path, plt) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)
