@@ -39,7 +39,7 @@ import shlex
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,6 @@ class Reproduction:
     notes: str = ""
     gradvar: dict | None = None
     figure: str | None = None
-    where: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def list_reproductions() -> list[str]:
@@ -209,7 +207,7 @@ def load_reproduction(name: str | Path, budget: str, extra: dict | None = None) 
     if figure is not None and figure not in FIGURES:
         raise ConfigError(f"{where}: figure {figure!r} is not valid; choose one of {', '.join(FIGURES)}")
     return Reproduction(raw["name"], raw["title"], budget, description, cells, entries,
-                        str(raw.get("notes") or "").strip(), gradvar, figure, where)
+                        str(raw.get("notes") or "").strip(), gradvar, figure)
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:

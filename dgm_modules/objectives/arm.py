@@ -7,7 +7,7 @@ from torch.distributions import Bernoulli
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 
 
 def check_layered_bernoulli(model: LatentVariableModel, option: str) -> None:
@@ -40,8 +40,7 @@ class ARM(Objective):
 
     def __init__(self, k: int = 1) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_samples(k)
         self.k = k
 
     def check_model(self, model: LatentVariableModel) -> None:

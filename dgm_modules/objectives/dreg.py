@@ -5,7 +5,7 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.stop_gradient import check_scores_latents, log_joint_path, log_q_path
 
 
@@ -33,8 +33,7 @@ class DReG(Objective):
 
     def __init__(self, k: int = 5, alpha: float = 0.0) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_samples(k)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
         self.k, self.alpha = k, alpha

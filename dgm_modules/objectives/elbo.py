@@ -5,7 +5,7 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import check_sleep_capable, sleep_phi_loss
 
 
@@ -33,8 +33,7 @@ class ELBO(Objective):
         super().__init__()
         if sleep_weight < 0:
             raise ValueError(f"objective.sleep_weight must be >= 0, got {sleep_weight}")
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_samples(k)
         self.analytic_kl, self.sleep_weight, self.k = analytic_kl, sleep_weight, k
 
     def check_model(self, model: LatentVariableModel) -> None:

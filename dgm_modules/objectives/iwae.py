@@ -5,7 +5,7 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 
 
 class IWAEBound(Objective):
@@ -22,8 +22,7 @@ class IWAEBound(Objective):
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_samples(k)
         self.k = k
 
     def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:

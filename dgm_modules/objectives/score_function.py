@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
 
 
@@ -45,8 +45,7 @@ class ScoreFunction(Objective):
     def __init__(self, k: int = 1, input_baseline: bool = False, baseline_hidden: int = 100,
                  centering: bool = False, variance_normalization: bool = False, decay: float = 0.8) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_samples(k)
         if baseline_hidden < 1:
             raise ValueError(f"objective.baseline_hidden must be >= 1, got {baseline_hidden}")
         if not 0.0 <= decay < 1.0:

@@ -5,7 +5,7 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.stop_gradient import check_scores_latents, log_q_path
 
 
@@ -27,8 +27,7 @@ class STL(Objective):
 
     def __init__(self, k: int = 1) -> None:
         super().__init__()
-        if k < 1:
-            raise ValueError(f"objective.k must be >= 1, got {k}")
+        check_samples(k)
         self.k = k
 
     def check_model(self, model: LatentVariableModel) -> None:

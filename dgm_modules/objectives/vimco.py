@@ -5,7 +5,7 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
 
 
@@ -26,8 +26,7 @@ class VIMCO(Objective):
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()
-        if k < 2:
-            raise ValueError(f"objective.k must be >= 2 for VIMCO, got {k}")
+        check_samples(k, 2, " for VIMCO")  # leave-one-out baselines need a second sample
         self.k = k
 
     def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:
