@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import yaml
 
+from benchmarks.curves import resolve_curve, resolve_early_stopping
 from datamodules import DATAMODULES
 from dgm_modules.components import METHODS, MODELS, MODULES, OBJECTIVES, OPTIMIZERS
 from dgm_modules.registry import ConfigError, Registry, normalise_spec, resolve_init_args
@@ -28,7 +29,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 10, "accelerator": "auto", "de
                                     "log_every_n_steps": 50, "gradient_clip_val": None}
 #: Trainer options the runner owns (logging, checkpoints, output folder)
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler")
-TOP_LEVEL = ("method", "seed", "setting", "trainer", "gradvar", *COMPONENT_SECTIONS)  # gradvar: optional
+#: gradvar, curve and early_stopping are optional (benchmarks/callbacks.py, benchmarks/curves.py)
+TOP_LEVEL = ("method", "seed", "setting", "trainer", "gradvar", "curve", "early_stopping", *COMPONENT_SECTIONS)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -107,6 +109,10 @@ def resolve_config(method: str, data: str | dict, seed: int = 0, overrides: dict
         from benchmarks.callbacks import resolve_gradvar
 
         config["gradvar"] = resolve_gradvar(config["gradvar"], config["model"])
+    if "curve" in config:
+        config["curve"] = resolve_curve(config["curve"])
+    if "early_stopping" in config:
+        config["early_stopping"] = resolve_early_stopping(config["early_stopping"])
     return config
 
 

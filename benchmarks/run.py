@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.config import build
+from benchmarks.curves import curve_callbacks
 from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
 from dgm_modules.methods.base import DivergedError
 
@@ -90,19 +92,30 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
     if enable_progress_bar is not None:  # the caller's terminal decides unless the config does
         trainer_options.setdefault("enable_progress_bar", enable_progress_bar)
     trainer_options.setdefault("enable_model_summary", False)
+    best = None  # with early stopping, the test stage scores the best validation epoch's weights
+    if "early_stopping" in config:
+        es = config["early_stopping"]
+        best = ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="best", monitor=es["monitor"],
+                               mode=es["mode"], save_top_k=1, enable_version_counter=False)
     trainer = L.Trainer(
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
-        + ([gradvar] if gradvar is not None else []) + list(callbacks or []),
+        + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
+        + list(callbacks or []),
         )
     try:
         ckpt = _last_checkpoint(run_dir)
         record["resumed_from"] = ckpt
         _fit(trainer, module, datamodule, ckpt)
         val = _val_metrics(trainer)
-        results = trainer.test(module, datamodule=datamodule, verbose=False)
+        best_path = best.best_model_path if best is not None else ""
+        results = trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=best_path or None)
+        if best_path:
+            record["tested_checkpoint"] = {"epoch": int(torch.load(best_path, map_location="cpu",
+                                                                   weights_only=False)["epoch"]) + 1,
+                                           "monitor": best.monitor, "value": float(best.best_model_score)}
         record["metrics"] = {**val, **(results[0] if results else {}), **(gradvar.last_metrics if gradvar else {})}
         record["status"] = "completed"
     except DivergedError as err:

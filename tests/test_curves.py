@@ -1,0 +1,61 @@
+"""Convergence curves and early stopping: they observe training without changing it."""
+import csv
+import math
+
+import pytest
+
+from benchmarks.config import resolve_config
+from benchmarks.curves import curve_epochs
+from benchmarks.run import run_cell
+from dgm_modules.registry import ConfigError
+
+TINY = {"model": {"init_args": {"latent_dim": 2, "hidden": [16]}},
+        "module": {"init_args": {"eval_k": [1, 5], "val_k": [1]}},
+        "trainer": {"max_epochs": 6, "accelerator": "cpu"}}
+
+
+def _rows(run_dir):
+    with open(run_dir / "logs" / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_curve_epochs_are_log_spaced_and_end_at_the_budget():
+    assert curve_epochs(10) == [1, 2, 3, 5, 8, 10]
+    assert curve_epochs(1) == [1]
+    e = curve_epochs(3280)
+    assert e[-1] == 3280 and all(b >= 1.5 * a or b == a + 1 or b == 3280 for a, b in zip(e, e[1:]))
+
+
+def test_the_curve_leaves_training_and_test_metrics_unchanged(tmp_path):
+    plain = run_cell(resolve_config("vae", "digits", 0, TINY), tmp_path / "a")
+    with_curve = run_cell(resolve_config("vae", "digits", 0, {**TINY, "curve": {"k": 1}}), tmp_path / "b")
+    assert plain["status"] == with_curve["status"] == "completed"
+    for name in ("test/nll_k1", "test/nll_k5", "val/nll_k1"):
+        assert with_curve["metrics"][name] == pytest.approx(plain["metrics"][name], rel=1e-6), name
+    rows = _rows(tmp_path / "b" / with_curve["run_id"])
+    points = [(int(r["epoch"]) + 1, float(r["curve/test_nll_k1"])) for r in rows if r.get("curve/test_nll_k1")]
+    assert [p for p, _ in points] == curve_epochs(6)
+    assert all(math.isfinite(v) and v > 0 for _, v in points)
+    assert points[-1][1] < points[0][1]  # the model learns: the test bound improves over passes
+
+
+def test_early_stopping_tests_the_best_validation_epoch(tmp_path):
+    config = resolve_config("vae", "digits", 0, {**TINY, "early_stopping": {"patience": 2}})
+    record = run_cell(config, tmp_path)
+    assert record["status"] == "completed"
+    val = [(int(r["epoch"]) + 1, float(r["val/nll_k1"])) for r in _rows(tmp_path / record["run_id"])
+           if r.get("val/nll_k1")]
+    best_epoch, best_value = min(val, key=lambda p: p[1])
+    assert record["tested_checkpoint"]["epoch"] == best_epoch
+    assert record["tested_checkpoint"]["value"] == pytest.approx(best_value, rel=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"curve": {"k": 0}}, "curve.k must be an integer >= 1"),
+    ({"curve": {"every": 2}}, r"curve: unknown option\(s\) \['every'\]"),
+    ({"early_stopping": {"monitor": "train/loss"}}, "early_stopping.monitor must be a validation metric"),
+    ({"early_stopping": {"patience": 0}}, "early_stopping.patience must be an integer >= 1"),
+])
+def test_bad_curve_and_early_stopping_options_are_refused_naming_the_option(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("vae", "digits", 0, overrides)
