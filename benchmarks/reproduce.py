@@ -344,6 +344,24 @@ def make_figure(repro: Reproduction, records: list[dict | None], out: Path) -> P
     return None
 
 
+def convergence(repro: Reproduction, records: list[dict | None], out: Path) -> Path | None:
+    """``convergence.png``: each published row's test curve (cells that logged ``curve``)."""
+    from benchmarks.figures.convergence import convergence_figure
+    from benchmarks.run import run_id
+
+    curves = []
+    for entry in repro.entries:
+        if "match" not in entry or "metric" not in entry:
+            continue
+        for cell, record in zip(repro.cells, records):
+            if matches(entry["match"], cell) and entry.get("scale", 1) == 1 and "nll" in entry["metric"]:
+                final = (record or {}).get("metrics", {}).get(entry["metric"])
+                curves.append({"label": entry["label"], "run_dir": out / "runs" / run_id(cell.config),
+                               "published": entry.get("value"), "final": final})
+                break
+    return convergence_figure(curves, out / "convergence.png", f"{repro.title} ({repro.budget} budget)")
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from benchmarks.launchers import make_launcher
     from benchmarks.matrix import run_matrix
@@ -371,17 +389,27 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                           *(["--jobs", str(args.jobs)] if args.jobs != 1 else []),
                           *[a for item in args.set or [] for a in ("--set", item)],
                           *[a for item in args.only or [] for a in ("--only", item)]])
+    if args.report_only:
+        command += "  # then, for the table of what had finished: --report-only"
     print(f"reproduce {repro.name} ({repro.budget} budget): {len(repro.cells)} cells -> {out}")
     t0 = time.perf_counter()
     launcher = make_launcher("local", jobs=args.jobs, wandb="disabled", group=repro.name)
-    records = run_matrix(repro.cells, out / "runs", launcher)
+    if args.report_only:  # tables and figures from what the run folders hold now; nothing trains
+        from benchmarks.records import read_record
+        from benchmarks.run import run_id
+
+        records = [read_record(out / "runs" / run_id(c.config)) for c in repro.cells]
+    else:
+        records = run_matrix(repro.cells, out / "runs", launcher)
     gradvar = measure_gradvar(repro, records, out, args.gradvar_device) if repro.gradvar else None
     figure = make_figure(repro, records, out) if repro.figure else None
     rows = compare(repro, records, gradvar)
+    curve = convergence(repro, records, out)
     devices = [" ".join(str(v) for k, v in (r.get("device") or {}).items() if k in ("accelerator", "gpu"))
                for r in records if r]
     print(write_table(out, repro, rows, command, time.perf_counter() - t0, devices))
-    print(f"table: {out / 'table.md'}, {out / 'table.csv'}" + (f"; figure: {figure}" if figure else ""))
+    print(f"table: {out / 'table.md'}, {out / 'table.csv'}" + (f"; figure: {figure}" if figure else "")
+          + (f"; convergence: {curve}" if curve else ""))
     return 0 if all(r and r["status"] in ("completed", "diverged") for r in records) else 1
 
 
@@ -397,6 +425,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override an option of every cell (e.g. trainer.accelerator=gpu); the table's command says so")
     p.add_argument("--only", action="append", metavar="KEY=VALUE",
                    help="run only the cells with this method, dataset or setting (repeatable)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the table and figures from the run folders as they are; train nothing")
     p.add_argument("--gradvar-device", default="cpu", help="device of the gradient-variance measurement")
     p.set_defaults(fn=cmd_reproduce)
 

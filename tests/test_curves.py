@@ -59,3 +59,28 @@ def test_early_stopping_tests_the_best_validation_epoch(tmp_path):
 def test_bad_curve_and_early_stopping_options_are_refused_naming_the_option(overrides, message):
     with pytest.raises(ConfigError, match=message):
         resolve_config("vae", "digits", 0, overrides)
+
+
+def test_reproduce_draws_the_convergence_figure_and_reports_without_retraining(shared_data, tmp_path, monkeypatch):
+    from benchmarks.cli import main
+    from benchmarks.figures.convergence import read_curve
+    from benchmarks.reproduce import load_reproduction
+    from benchmarks.run import run_id
+
+    monkeypatch.setenv("DGM_BENCH_DATA", str(shared_data))
+    args = ["reproduce", "sbn-nvil", "--budget", "smoke", "--out", str(tmp_path), "--only", "setting=sbn-200",
+            "--only", "method=sbn-nvil", "--set", "curve.k=1"]
+    assert main(args) == 0
+    out = tmp_path / "sbn-nvil"
+    assert (out / "convergence.png").stat().st_size > 1000
+    cell = load_reproduction("sbn-nvil", "smoke", {"curve": {"k": 1}}).cells
+    run_dir = out / "runs" / run_id([c for c in cell if c.method == "sbn-nvil" and c.setting == "sbn-200"][0].config)
+    column, points = read_curve(run_dir)
+    assert column == "curve/test_nll_k1" and [p for p, _ in points] == [1]
+    table = (out / "table.md").read_text()
+    (out / "table.md").unlink()
+    mtime = (run_dir / "record.json").stat().st_mtime_ns
+    assert main([*args, "--report-only"]) == 0  # the same table from the folders, nothing retrained
+    assert (run_dir / "record.json").stat().st_mtime_ns == mtime
+    strip = lambda t: [line for line in t.splitlines() if not line.startswith(("Command:", "Wall time:"))]
+    assert strip((out / "table.md").read_text()) == strip(table)
