@@ -54,9 +54,11 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks import signals
     from benchmarks.config import resolve_config
     from benchmarks.run import run_cell
 
+    signals.install()
     over = _overrides(args)
     method = over.pop("method", None) or args.method
     data = over.pop("data", None) if args.data is None else {**{"class_path": args.data}, **{
@@ -69,14 +71,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
                      indent=2, default=str))
     print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
+    if signals.requested():
+        return signals.exit_code(signals.requested())
     return 0 if record["status"] == "completed" else 1
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from benchmarks import signals
     from benchmarks.launchers import make_launcher
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
 
+    signals.install()  # SIGTERM/SIGINT: no new cells, running ones stop at a batch end, exit 143/130
     spec, cells = load_spec(args.spec)
     name = spec.get("name", Path(args.spec).stem)
     out = Path(args.out or Path("runs") / name)
@@ -86,6 +92,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
     records = run_matrix(cells, out, launcher)
+    if signals.requested():
+        print(signals.summary([c.label for c in cells], records), file=sys.stderr)
+        return signals.exit_code(signals.requested())
     print(f"matrix finished in {time.perf_counter() - t0:.1f}s")
     print(write_leaderboard(out))
     print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")

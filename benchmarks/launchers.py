@@ -5,24 +5,34 @@ Every launcher calls the same ``run_cell``; records land in the same folder whic
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
+from benchmarks import signals
 from benchmarks.matrix import Cell, Progress
 from benchmarks.run import run_cell
 
 
-def _run_cell_in_worker(config: dict, out: str, threads: int, wandb: str, group: str) -> dict:
+def _run_cell_in_worker(config: dict, out: str, threads: int, wandb: str, group: str) -> dict | None:
+    """Run one cell; None if a stop was asked for before it started."""
     import torch
 
     from benchmarks.cli import quiet_lightning
 
+    if signals.requested():
+        return None
     quiet_lightning()
     torch.set_num_threads(threads)
-    return run_cell(config, out, loggers=wandb_loggers(wandb, group, config, out), enable_progress_bar=False)
+    signals.STATE.busy = True
+    try:
+        return run_cell(config, out, loggers=wandb_loggers(wandb, group, config, out), enable_progress_bar=False)
+    finally:
+        signals.STATE.busy = False
+        signals.exit_if_orphaned()
 
 
 def wandb_loggers(mode: str, group: str, config: dict, out: str | Path) -> list:
@@ -50,16 +60,43 @@ class LocalLauncher:
     def __call__(self, cells: list[Cell], out: Path, progress: Progress) -> None:
         if self.jobs <= 1:
             for cell in cells:
+                if signals.requested():
+                    return
                 record = run_cell(cell.config, out, loggers=wandb_loggers(self.wandb, self.group, cell.config, out),
                                   enable_progress_bar=False)
                 progress.update(cell, record, skipped=False)
             return
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        with ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"), initializer=signals.init_worker,
+                                   initargs=(os.getpid(),))
+        try:
             futures = {pool.submit(_run_cell_in_worker, c.config, str(out), threads, self.wandb, self.group): c
                        for c in cells}
-            for future in as_completed(futures):
-                progress.update(futures[future], future.result(), skipped=False)
+            pending, forwarded = set(futures), False
+            while pending:  # poll, so that a signal is acted on within a second
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    record = None if future.cancelled() else future.result()
+                    if record is not None:
+                        progress.update(futures[future], record, skipped=False)
+                if signals.requested() and not forwarded:  # stop the running cells, start no others
+                    for future in pending:
+                        future.cancel()
+                    _signal_workers(pool, signals.requested())
+                    forwarded = True
+        except BrokenProcessPool:
+            if not signals.requested():
+                raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
+    for process in list(getattr(pool, "_processes", {}).values()):  # the pool exposes no public list
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 @dataclass

@@ -128,7 +128,7 @@ class Progress:
 
     def __init__(self, total: int, echo: Callable[[str], None] = print) -> None:
         self.total, self.echo = total, echo
-        self.counts = {"completed": 0, "failed": 0, "diverged": 0, "skipped": 0}
+        self.counts = {"completed": 0, "failed": 0, "diverged": 0, "interrupted": 0, "skipped": 0}
         self.t0, self.trained = time.perf_counter(), 0
 
     def update(self, cell: Cell, record: dict, skipped: bool) -> None:

@@ -15,10 +15,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.config import build
 from benchmarks.curves import curve_callbacks
+from benchmarks import signals
 from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
 from dgm_modules.methods.base import DivergedError
 
@@ -103,7 +105,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
-        + list(callbacks or []),
+        + [signals.StopCallback()] + list(callbacks or []),
         )
     try:
         ckpt = _last_checkpoint(run_dir)
@@ -118,6 +120,8 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
                                            "monitor": best.monitor, "value": float(best.best_model_score)}
         record["metrics"] = {**val, **(results[0] if results else {}), **(gradvar.last_metrics if gradvar else {})}
         record["status"] = "completed"
+    except (signals.Interrupted, SIGTERMException) as err:  # resumable: last.ckpt is kept
+        record.update(status="interrupted", error={**signals.describe(err), "step": trainer.global_step})
     except DivergedError as err:
         record.update(status="diverged", error={"type": "DivergedError", "message": str(err), "step": err.step})
     except Exception as err:  # noqa: BLE001 -- any failure is recorded and the matrix goes on

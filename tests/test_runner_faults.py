@@ -1,0 +1,138 @@
+"""What machines and clusters do to a matrix: signals, a killed parent, two runners in one folder."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TINY = """
+  model: {latent_dim: 2, hidden: [16]}
+  module: {eval_k: [1, 5], val_k: [1]}
+  trainer: {max_epochs: 2, accelerator: cpu}
+"""
+LONG = {"trainer": {"max_epochs": 2000}}  # a cell that is still training when the test acts on it
+
+
+def write_spec(tmp_path: Path, seeds: list[int], long_seeds: list[int], name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(f"""
+name: faults
+methods: [vae]
+datasets: [digits]
+seeds: {seeds}
+overrides:{TINY}
+cells:
+  - match: {{seed: {long_seeds}}}
+    overrides: {json.dumps(LONG)}
+""")
+    return path
+
+
+def start_matrix(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "benchmarks.cli", "matrix", str(spec), "--out", str(out), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 180.0, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"matrix ended (rc {proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def checkpoints(out: Path, seed: int | None = None) -> list[Path]:
+    return list(out.glob(f"*__seed{'' if seed is None else seed}*/checkpoints/last.ckpt"))
+
+
+def records(out: Path) -> dict[int, dict]:
+    return {r["seed"]: r for r in (json.loads(p.read_text()) for p in out.glob("*/record.json"))}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid``, from /proc (psutil is not a dependency)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - out
+        out |= frontier
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def assert_all_gone(pids: set[int], timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "orphaned worker process(es) left running"
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_matrix_keeps_the_cell_resumable_and_exits_nonzero(tmp_path, signum, code):
+    spec, out = write_spec(tmp_path, [0, 1], long_seeds=[0]), tmp_path / "out"
+    proc = start_matrix(spec, out)
+    wait_for(lambda: checkpoints(out, 0), proc, what="the first cell's first checkpoint")
+    t_signal = time.time()
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr[-2000:]
+    assert time.time() - t_signal < 30  # stops at a batch end, not at the end of 2000 epochs
+    recs = records(out)
+    assert list(recs) == [0], "a cell started after the signal"
+    assert recs[0]["status"] == "interrupted" and recs[0]["epochs"] < 2000
+    assert checkpoints(out, 0), "the interrupted cell's checkpoint was not kept"
+    assert not list(out.glob("*__seed1*")), "the second cell was started"
+    assert "1 interrupted" in stderr and "1 not started" in stderr
+
+
+@pytest.mark.slow
+def test_sigterm_with_two_jobs_stops_both_workers_and_starts_nothing_else(tmp_path):
+    spec, out = write_spec(tmp_path, [0, 1, 2, 3], long_seeds=[0, 1, 2, 3]), tmp_path / "out"
+    proc = start_matrix(spec, out, "--jobs", "2")
+    wait_for(lambda: len(checkpoints(out)) == 2, proc, what="both workers' first checkpoints")
+    workers = descendants(proc.pid)
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 143, stderr[-2000:]
+    recs = records(out)
+    assert sorted(recs) == [0, 1] and {r["status"] for r in recs.values()} == {"interrupted"}
+    assert len(checkpoints(out)) == 2
+    assert not list(out.glob("*__seed2*")) and not list(out.glob("*__seed3*"))
+    assert_all_gone(workers)
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_sigkilled_parent(tmp_path):
+    spec, out = write_spec(tmp_path, [0, 1, 2], long_seeds=[0, 1, 2]), tmp_path / "out"
+    proc = start_matrix(spec, out, "--jobs", "2")
+    wait_for(lambda: len(checkpoints(out)) == 2, proc, what="both workers' first checkpoints")
+    workers = descendants(proc.pid)
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert_all_gone(workers)
+    assert not list(out.glob("*__seed2*"))
