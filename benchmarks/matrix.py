@@ -128,7 +128,7 @@ class Progress:
 
     def __init__(self, total: int, echo: Callable[[str], None] = print) -> None:
         self.total, self.echo = total, echo
-        self.counts = {"completed": 0, "failed": 0, "diverged": 0, "interrupted": 0, "skipped": 0}
+        self.counts = {"completed": 0, "failed": 0, "diverged": 0, "interrupted": 0, "locked": 0, "skipped": 0}
         self.t0, self.trained = time.perf_counter(), 0
 
     def update(self, cell: Cell, record: dict, skipped: bool) -> None:
@@ -137,7 +137,8 @@ class Progress:
         done = sum(self.counts.values())
         rate = (time.perf_counter() - self.t0) / self.trained if self.trained else 0.0
         eta = rate * (self.total - done)
-        self.echo(f"[{done}/{self.total}] {cell.label}: {record['status']}{' (already done)' if skipped else ''}"
+        note = " (already done)" if skipped else f" ({record['error']['message']}; skipped here)" if record["status"] == "locked" else ""
+        self.echo(f"[{done}/{self.total}] {cell.label}: {record['status']}{note}"
                   f" | completed {self.counts['completed'] + self.counts['skipped']}, failed {self.counts['failed']},"
                   f" diverged {self.counts['diverged']}, remaining {self.total - done}, ETA {eta:.0f}s")
 

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.config import build
 from benchmarks.curves import curve_callbacks
+from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks import signals
 from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
 from dgm_modules.methods.base import DivergedError
@@ -69,11 +70,27 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
 
     A completed record is never re-run or overwritten. An interrupted run resumes from its last
     checkpoint. A non-finite loss is recorded as ``diverged``, any other exception as ``failed``,
-    both with the step; the exception does not propagate (a matrix goes on).
+    both with the step; the exception does not propagate (a matrix goes on). A cell another live
+    process holds (``run.lock``) is not touched: the returned record says ``locked`` and by whom.
     """
     skip_per_step_cuda_probe()
     run_dir = Path(out_dir) / run_id(config)
-    previous = read_record(run_dir)
+    if is_secondary_rank():  # DDP's other ranks re-enter here and work under rank 0's lock
+        return _run_cell(config, run_dir, loggers, callbacks, enable_progress_bar)
+    lock = RunLock(run_dir)
+    if not lock.acquire():  # another live runner is training this cell: leave it to that one
+        holder = lock.holder()
+        log.warning("%s is being run by %s; skipped here", run_dir.name, holder)
+        return {"run_id": run_dir.name, "status": "locked", "error": {"type": "Locked", "message": f"held by {holder}"}}
+    try:
+        return _run_cell(config, run_dir, loggers, callbacks, enable_progress_bar)
+    finally:
+        lock.release()
+
+
+def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list | None,
+              enable_progress_bar: bool | None) -> dict:
+    previous = read_record(run_dir)  # read under the lock: another runner may have just finished it
     if previous is not None and previous.get("status") == "completed":
         return previous
     started, t0 = datetime.now(timezone.utc), time.perf_counter()

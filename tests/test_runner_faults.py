@@ -136,3 +136,39 @@ def test_workers_die_with_a_sigkilled_parent(tmp_path):
     proc.communicate(timeout=30)
     assert_all_gone(workers)
     assert not list(out.glob("*__seed2*"))
+
+
+def test_second_runner_skips_the_cell_a_live_runner_holds_and_says_so(tmp_path):
+    spec, out = write_spec(tmp_path, [0, 1], long_seeds=[0]), tmp_path / "out"
+    first = start_matrix(spec, out)
+    try:
+        wait_for(lambda: checkpoints(out, 0), first, what="the first runner's checkpoint")
+        second = start_matrix(spec, out)
+        stdout, stderr = second.communicate(timeout=150)  # it must not train seed 0's 2000 epochs
+        assert f"pid {first.pid}" in stdout and "skipped here" in stdout, stdout + stderr[-2000:]
+        assert second.returncode == 1  # not everything is done, and it says why above
+        recs = records(out)
+        assert recs[1]["status"] == "completed"  # the free cell was trained by the second runner
+        assert 0 not in recs  # seed 0 is still the first runner's, untouched
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143
+    recs = records(out)
+    assert recs[0]["status"] == "interrupted" and recs[1]["status"] == "completed"
+
+
+def test_a_dead_holders_lock_is_taken_over(tmp_path):
+    from benchmarks.locks import RunLock
+
+    code = f"from benchmarks.locks import RunLock; assert RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); input()"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert holder.stdout.readline().strip() == "held"
+    lock = RunLock(tmp_path)
+    assert not lock.acquire() and f"pid {holder.pid}" in lock.holder()
+    holder.kill()
+    holder.wait(10)
+    assert lock.acquire() and f"pid {os.getpid()}" in lock.holder()
+    lock.release()
