@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from benchmarks.callbacks import check_module, gradvar_callback
+from benchmarks.checkpoints import AtomicCheckpointIO, resume_point
 from benchmarks.config import build
 from benchmarks.curves import curve_callbacks
 from benchmarks.locks import RunLock, is_secondary_rank
@@ -57,11 +58,6 @@ def protocol_of(datamodule: Any, module: Any) -> dict:
         protocol.update(fid_samples=sample_quality.num_samples, feature_net=sample_quality.feature_net,
                         feature_net_sha256=sample_quality.feature_net_sha256)
     return protocol
-
-
-def _last_checkpoint(run_dir: Path) -> str | None:
-    last = run_dir / CHECKPOINTS / "last.ckpt"
-    return str(last) if last.exists() else None
 
 
 def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
@@ -116,6 +112,7 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         es = config["early_stopping"]
         best = ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="best", monitor=es["monitor"],
                                mode=es["mode"], save_top_k=1, enable_version_counter=False)
+    trainer_options.setdefault("plugins", [AtomicCheckpointIO()])
     trainer = L.Trainer(
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
@@ -125,9 +122,12 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         + [signals.StopCallback()] + list(callbacks or []),
         )
     try:
-        ckpt = _last_checkpoint(run_dir)
+        ckpt, note = resume_point(run_dir / CHECKPOINTS)  # a torn checkpoint is found by loading it
+        if note:
+            log.warning("%s: %s", run_dir.name, note)
+            record["resume_note"] = note
         record["resumed_from"] = ckpt
-        _fit(trainer, module, datamodule, ckpt)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         val = _val_metrics(trainer)
         best_path = best.best_model_path if best is not None else ""
         results = trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=best_path or None)
@@ -152,18 +152,6 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
     if trainer.global_rank == 0:
         write_json_atomic(run_dir / RECORD, record)
     return record
-
-
-def _fit(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str | None) -> None:
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
-    except (RuntimeError, EOFError, OSError) as err:
-        if ckpt is None or "checkpoint" not in str(err).lower() and not isinstance(err, EOFError):
-            raise
-        # a checkpoint torn by a kill mid-write: start the cell again from scratch
-        log.warning("could not resume from %s (%s); training from the start", ckpt, err)
-        Path(ckpt).unlink(missing_ok=True)
-        trainer.fit(module, datamodule=datamodule)
 
 
 def _val_metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -172,3 +172,39 @@ def test_a_dead_holders_lock_is_taken_over(tmp_path):
     holder.wait(10)
     assert lock.acquire() and f"pid {os.getpid()}" in lock.holder()
     lock.release()
+
+
+def test_torn_checkpoint_is_set_aside_and_the_cell_resumes_from_the_previous_or_restarts(tmp_path):
+    from benchmarks.config import resolve_config
+    from benchmarks.run import run_cell
+
+    config = resolve_config("vae", "digits", 0, {
+        "model": {"init_args": {"latent_dim": 2, "hidden": [128, 128]}},
+        "module": {"init_args": {"eval_k": [1], "val_k": [1]}},
+        "trainer": {"max_epochs": 3, "accelerator": "cpu"}})
+    out = tmp_path / "out"
+    first = run_cell(config, out, enable_progress_bar=False)
+    assert first["status"] == "completed" and first["resumed_from"] is None
+    run_dir = out / first["run_id"]
+    ckpts = run_dir / "checkpoints"
+    last = ckpts / "last.ckpt"
+
+    def tear() -> None:  # as a full disk leaves it; and the record was never written
+        assert last.stat().st_size > 28_672
+        with open(last, "r+b") as fh:
+            fh.truncate(28_672)
+        (run_dir / "record.json").unlink()
+
+    tear()
+    again = run_cell(config, out, enable_progress_bar=False)
+    assert again["status"] == "completed", again.get("error")
+    assert again["resumed_from"] == str(ckpts / "last-previous.ckpt")  # epoch 2's checkpoint
+    assert again["epochs"] == 3 and again["steps"] == first["steps"]
+    assert "set aside" in again["resume_note"] and len(list(ckpts.glob("last.ckpt.torn-*"))) == 1
+
+    tear()
+    (ckpts / "last-previous.ckpt").unlink()
+    scratch = run_cell(config, out, enable_progress_bar=False)
+    assert scratch["status"] == "completed", scratch.get("error")
+    assert scratch["resumed_from"] is None and "training from the start" in scratch["resume_note"]
+    assert scratch["steps"] == first["steps"]
