@@ -57,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks import signals
     from benchmarks.config import resolve_config
     from benchmarks.run import run_cell
+    from benchmarks.validate import check_config, check_out_dir
 
     signals.install()
     over = _overrides(args)
@@ -67,6 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if method is None or data is None:
         raise ConfigError("run: --method and --data are required (or give them in --config)")
     config = resolve_config(method, data, seed, over)
+    check_out_dir(args.out)
+    check_config(config, data=False)  # what building finds, before training (run_cell checks the data)
     record = run_cell(config, args.out, enable_progress_bar=sys.stderr.isatty())
     print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
                      indent=2, default=str))
@@ -81,11 +84,15 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from benchmarks.launchers import make_launcher
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
+    from benchmarks.validate import check_cells, check_out_dir
 
     signals.install()  # SIGTERM/SIGINT: no new cells, running ones stop at a batch end, exit 143/130
     spec, cells = load_spec(args.spec)
     name = spec.get("name", Path(args.spec).stem)
     out = Path(args.out or Path("runs") / name)
+    check_out_dir(out)
+    # every cell built (and for a local launcher its Trainer made) before the first trains
+    check_cells(cells, args.spec, trainer=args.launcher == "local")
     launcher = make_launcher(args.launcher, jobs=args.jobs, wandb=args.wandb, group=name, partition=args.partition,
                              time_min=args.time_min, gpus_per_cell=args.gpus_per_cell,
                              cpus_per_cell=args.cpus_per_cell, cluster=args.cluster)

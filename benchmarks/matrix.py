@@ -76,9 +76,17 @@ def _names(spec: dict, key: str, registry: Any, where: str) -> list[str]:
 def load_spec(path: str | Path) -> tuple[dict, list[Cell]]:
     """Read and validate a spec; return it with its fully resolved cells."""
     where = str(path)
-    if not Path(path).exists() and (SPECS_DIR / Path(path).name).exists():
-        path = SPECS_DIR / Path(path).name
-    spec = load_yaml(str(path))
+    shipped = SPECS_DIR / Path(path).name
+    if not Path(path).exists() and Path(path).name == str(path) and shipped.exists():
+        path = shipped  # a bare name (``digits.yaml``) means the shipped spec; a path means that file only
+    if not Path(path).is_file():
+        kind = "is a folder" if Path(path).is_dir() else "not found"
+        raise ConfigError(f"spec {where}: {kind}; give a YAML file, or the name of a shipped spec: "
+                          f"{', '.join(sorted(p.name for p in SPECS_DIR.glob('*.yaml')))}")
+    try:
+        spec = load_yaml(str(path))
+    except UnicodeDecodeError:
+        raise ConfigError(f"spec {where}: not a text (YAML) file") from None
     return spec, resolve_spec(spec, where)
 
 
