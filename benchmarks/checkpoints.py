@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
 LAST, PREVIOUS = "last.ckpt", "last-previous.ckpt"
@@ -75,3 +76,36 @@ def resume_point(ckpt_dir: str | Path) -> tuple[str | None, str | None]:
     if set_aside:
         return None, "; ".join(set_aside) + "; training from the start"
     return None, None
+
+
+IDENTITY_KEY = "dgm_bench"
+
+
+class IdentityCallback(Callback):
+    """Stamp every checkpoint with the run's config fingerprint and seed, so that ``evaluate`` can
+    refuse a checkpoint that belongs to another configuration."""
+
+    def __init__(self, config: dict) -> None:
+        from benchmarks.fingerprint import config_fingerprint
+
+        self.identity = {"fingerprint": config_fingerprint(config), "seed": config.get("seed")}
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[IDENTITY_KEY] = dict(self.identity)
+
+
+def check_identity(state: dict, config: dict, ckpt: str | Path, run_dir: str | Path) -> str | None:
+    """Raise if ``state`` (a loaded checkpoint) was saved by another configuration or seed than
+    ``config`` (its run folder's); return a warning for a checkpoint that carries no identity."""
+    from benchmarks.fingerprint import config_fingerprint
+    from dgm_modules.registry import ConfigError
+
+    stamp = state.get(IDENTITY_KEY)
+    if not isinstance(stamp, dict):
+        return f"{ckpt} carries no config fingerprint (saved before dgm-bench stamped checkpoints); trusting its run folder"
+    want = {"fingerprint": config_fingerprint(config), "seed": config.get("seed")}
+    if stamp != want:
+        raise ConfigError(
+            f"{ckpt} was saved by configuration {stamp.get('fingerprint')} seed {stamp.get('seed')}, but its run folder "
+            f"{run_dir} is configuration {want['fingerprint']} seed {want['seed']}; evaluate it from its own run folder")
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,9 +18,14 @@ from typing import Any
 import lightning as L
 import torch
 
+from benchmarks.checkpoints import PREVIOUS, check_identity
+
 from benchmarks.config import build, deep_merge
 from benchmarks.records import command_line, device_description, read_record, versions, write_json_atomic
 from benchmarks.run import CHECKPOINTS, protocol_of, skip_per_step_cuda_probe
+from dgm_modules.registry import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def locate(checkpoint: str | Path) -> tuple[Path, Path]:
@@ -45,7 +51,17 @@ def load_run(run_dir: str | Path, overrides: dict | None = None,
     record = read_record(run_dir)
     config = deep_merge(record["config"], overrides or {})
     datamodule, module = build(config)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    try:
+        loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- torn, truncated or not a checkpoint at all
+        raise ConfigError(f"{ckpt} cannot be loaded ({type(err).__name__}): it is torn or not a checkpoint; "
+                          f"evaluate another one (e.g. {CHECKPOINTS}/{PREVIOUS})") from None
+    if not isinstance(loaded, dict) or "state_dict" not in loaded:
+        raise ConfigError(f"{ckpt} is not a Lightning checkpoint (no state_dict)")
+    warning = check_identity(loaded, record["config"], ckpt, run_dir)  # raises for another configuration's
+    if warning:
+        log.warning(warning)
+    state = loaded["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=False)
     # an evaluator asked for now (FID's feature network) may hold weights the checkpoint lacks
     missing = [k for k in missing if not k.startswith("sample_quality.")]

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from benchmarks.callbacks import check_module, gradvar_callback
-from benchmarks.checkpoints import AtomicCheckpointIO, resume_point
+from benchmarks.checkpoints import AtomicCheckpointIO, IdentityCallback, resume_point
 from benchmarks.config import build
 from benchmarks.curves import curve_callbacks
 from benchmarks.locks import RunLock, is_secondary_rank
@@ -119,7 +119,7 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
-        + [signals.StopCallback()] + list(callbacks or []),
+        + [signals.StopCallback(), IdentityCallback(config)] + list(callbacks or []),
         )
     try:
         ckpt, note = resume_point(run_dir / CHECKPOINTS)  # a torn checkpoint is found by loading it

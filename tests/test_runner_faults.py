@@ -97,7 +97,11 @@ def test_signal_stops_matrix_keeps_the_cell_resumable_and_exits_nonzero(tmp_path
     wait_for(lambda: checkpoints(out, 0), proc, what="the first cell's first checkpoint")
     t_signal = time.time()
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
     assert proc.returncode == code, stderr[-2000:]
     assert time.time() - t_signal < 30  # stops at a batch end, not at the end of 2000 epochs
     recs = records(out)
@@ -144,7 +148,11 @@ def test_second_runner_skips_the_cell_a_live_runner_holds_and_says_so(tmp_path):
     try:
         wait_for(lambda: checkpoints(out, 0), first, what="the first runner's checkpoint")
         second = start_matrix(spec, out)
-        stdout, stderr = second.communicate(timeout=150)  # it must not train seed 0's 2000 epochs
+        try:
+            stdout, stderr = second.communicate(timeout=150)  # it must not train seed 0's 2000 epochs
+        except subprocess.TimeoutExpired:
+            second.kill()
+            pytest.fail("the second runner trained the cell the first one holds")
         assert f"pid {first.pid}" in stdout and "skipped here" in stdout, stdout + stderr[-2000:]
         assert second.returncode == 1  # not everything is done, and it says why above
         recs = records(out)
@@ -208,3 +216,33 @@ def test_torn_checkpoint_is_set_aside_and_the_cell_resumes_from_the_previous_or_
     assert scratch["status"] == "completed", scratch.get("error")
     assert scratch["resumed_from"] is None and "training from the start" in scratch["resume_note"]
     assert scratch["steps"] == first["steps"]
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_configuration_naming_both(tmp_path, capsys):
+    import shutil
+
+    from benchmarks.cli import main
+    from benchmarks.config import resolve_config
+    from benchmarks.fingerprint import config_fingerprint
+    from benchmarks.run import run_cell
+
+    over = {"model": {"init_args": {"latent_dim": 2, "hidden": [16]}},
+            "module": {"init_args": {"eval_k": [1], "val_k": [1]}}, "trainer": {"max_epochs": 1, "accelerator": "cpu"}}
+    vae, iwae = (resolve_config(m, "digits", 0, over) for m in ("vae", "iwae"))
+    out = tmp_path / "out"
+    vae_dir, iwae_dir = (out / run_cell(c, out, enable_progress_bar=False)["run_id"] for c in (vae, iwae))
+    assert main(["evaluate", str(vae_dir)]) == 0  # its own checkpoint: scored
+    capsys.readouterr()
+    stray = vae_dir / "checkpoints" / "stray.ckpt"  # an IWAE checkpoint whose keys fit the VAE
+    shutil.copy(iwae_dir / "checkpoints" / "last.ckpt", stray)
+    assert main(["evaluate", str(stray)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert config_fingerprint(iwae) in err and config_fingerprint(vae) in err and str(vae_dir) in err
+    assert not (vae_dir / "evaluations").exists() or len(list((vae_dir / "evaluations").iterdir())) == 1
+
+    with open(stray, "r+b") as fh:  # a torn checkpoint: one line, no traceback
+        fh.truncate(4096)
+    assert main(["evaluate", str(stray)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be loaded" in err
