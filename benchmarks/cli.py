@@ -95,7 +95,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     check_cells(cells, args.spec, trainer=args.launcher == "local")
     launcher = make_launcher(args.launcher, jobs=args.jobs, wandb=args.wandb, group=name, partition=args.partition,
                              time_min=args.time_min, gpus_per_cell=args.gpus_per_cell,
-                             cpus_per_cell=args.cpus_per_cell, cluster=args.cluster)
+                             cpus_per_cell=args.cpus_per_cell, cluster=args.cluster,
+                             array_parallelism=args.array_parallelism)
     print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
     records = run_matrix(cells, out, launcher)
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--time-min", type=int, default=240, help="time limit per cell, minutes")
     slurm.add_argument("--gpus-per-cell", type=int, default=0)
     slurm.add_argument("--cpus-per-cell", type=int, default=2)
+    slurm.add_argument("--array-parallelism", type=int, default=None, metavar="N",
+                       help="at most N cells running at once (the job array's %%N; default: Slurm's limit)")
     slurm.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # "local": submitit's local executor
     matrix.set_defaults(fn=cmd_matrix)
 

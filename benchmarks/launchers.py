@@ -15,6 +15,7 @@ from typing import Callable
 from benchmarks import signals
 from benchmarks.matrix import Cell, Progress
 from benchmarks.run import run_cell
+from dgm_modules.registry import ConfigError
 
 
 def _run_cell_in_worker(config: dict, out: str, threads: int, wandb: str, group: str) -> dict | None:
@@ -111,6 +112,21 @@ class SlurmLauncher:
     cluster: str | None = None  # None: Slurm if available; "local": submitit's local executor; "debug"
     wandb: str = "disabled"
     group: str = "dgm-bench"
+    array_parallelism: int | None = None  # at most this many cells at once (sbatch --array=0-N%P)
+
+    def __post_init__(self) -> None:
+        if self.array_parallelism is not None and self.array_parallelism < 1:
+            raise ConfigError(f"--array-parallelism must be >= 1, got {self.array_parallelism}")
+
+    def parameters(self) -> dict:
+        """submitit AutoExecutor parameters of every cell's job."""
+        params = dict(timeout_min=self.time_min, gpus_per_node=self.gpus_per_cell, cpus_per_task=self.cpus_per_cell,
+                      mem_gb=self.mem_gb, name=f"dgm-bench-{self.group}")
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        if self.array_parallelism is not None:
+            params["slurm_array_parallelism"] = self.array_parallelism
+        return params
 
     def __call__(self, cells: list[Cell], out: Path, progress: Progress) -> None:
         import submitit
@@ -118,14 +134,11 @@ class SlurmLauncher:
         if not cells:
             return
         executor = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster=self.cluster)
-        params = dict(timeout_min=self.time_min, gpus_per_node=self.gpus_per_cell, cpus_per_task=self.cpus_per_cell,
-                      mem_gb=self.mem_gb, name=f"dgm-bench-{self.group}")
-        if self.partition:
-            params["slurm_partition"] = self.partition
-        executor.update_parameters(**params)
+        executor.update_parameters(**self.parameters())
         threads = self.cpus_per_cell
-        jobs = [executor.submit(_run_cell_in_worker, c.config, str(out), threads, self.wandb, self.group)
-                for c in cells]
+        with executor.batch():  # one job array for the whole matrix, not one job per cell
+            jobs = [executor.submit(_run_cell_in_worker, c.config, str(out), threads, self.wandb, self.group)
+                    for c in cells]
         for cell, job in zip(cells, jobs):
             try:
                 record = job.result()

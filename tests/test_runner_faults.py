@@ -26,7 +26,7 @@ datasets: [digits]
 seeds: {seeds}
 overrides:{TINY}
 cells:
-  - match: {{seed: {long_seeds}}}
+  - match: {{seed: {long_seeds or [-1]}}}
     overrides: {json.dumps(LONG)}
 """)
     return path
@@ -246,3 +246,18 @@ def test_evaluate_refuses_a_checkpoint_of_another_configuration_naming_both(tmp_
     assert main(["evaluate", str(stray)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot be loaded" in err
+
+
+def test_slurm_cells_go_out_as_one_job_array_with_a_parallelism_limit(tmp_path):
+    from benchmarks.launchers import SlurmLauncher
+    from benchmarks.matrix import load_spec, run_matrix
+    from dgm_modules.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="--array-parallelism must be >= 1"):
+        SlurmLauncher(array_parallelism=0)
+    launcher = SlurmLauncher(cluster="local", time_min=10, cpus_per_cell=1, group="t", array_parallelism=1)
+    assert launcher.parameters()["slurm_array_parallelism"] == 1  # sbatch --array=0-(N-1)%1
+    _, cells = load_spec(write_spec(tmp_path, [0, 1], long_seeds=[]))
+    records = run_matrix(cells, tmp_path / "out", launcher, echo=lambda s: None)
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert len(list((tmp_path / "out" / ".submitit").rglob("*_result.pkl"))) == 2
