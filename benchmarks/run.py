@@ -14,15 +14,15 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from benchmarks import signals
 from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.checkpoints import AtomicCheckpointIO, IdentityCallback, resume_point
 from benchmarks.config import build
+from benchmarks.csvlog import AppendingCSVLogger
 from benchmarks.curves import curve_callbacks
 from benchmarks.locks import RunLock, is_secondary_rank
-from benchmarks import signals
 from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
 from dgm_modules.methods.base import DivergedError
 
@@ -115,7 +115,7 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
     trainer_options.setdefault("plugins", [AtomicCheckpointIO()])
     trainer = L.Trainer(
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
-        logger=[CSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
+        logger=[AppendingCSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)

@@ -8,7 +8,6 @@ one line naming the spec file, the cell and the option.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,7 +29,6 @@ def check_trainer(options: dict) -> None:
     """Construct a Trainer with these options (and nothing else) so that Lightning checks them here."""
     import lightning as L
 
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     try:
         L.Trainer(**options, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                   enable_model_summary=False)

@@ -1,4 +1,5 @@
 """What machines and clusters do to a matrix: signals, a killed parent, two runners in one folder."""
+import csv
 import json
 import os
 import signal
@@ -209,6 +210,9 @@ def test_torn_checkpoint_is_set_aside_and_the_cell_resumes_from_the_previous_or_
     assert again["resumed_from"] == str(ckpts / "last-previous.ckpt")  # epoch 2's checkpoint
     assert again["epochs"] == 3 and again["steps"] == first["steps"]
     assert "set aside" in again["resume_note"] and len(list(ckpts.glob("last.ckpt.torn-*"))) == 1
+    with open(run_dir / "logs" / "metrics.csv") as fh:  # the resumed attempt appended to the history
+        epochs = {int(float(row["epoch"])) for row in csv.DictReader(fh) if row.get("epoch")}
+    assert {0, 1, 2} <= epochs  # a rewritten log would start at the resumed epoch 2
 
     tear()
     (ckpts / "last-previous.ckpt").unlink()
@@ -248,6 +252,7 @@ def test_evaluate_refuses_a_checkpoint_of_another_configuration_naming_both(tmp_
     assert len(err.splitlines()) == 1 and "cannot be loaded" in err
 
 
+@pytest.mark.slow  # the same path as test_matrix's submitit test, with the array limit set
 def test_slurm_cells_go_out_as_one_job_array_with_a_parallelism_limit(tmp_path):
     from benchmarks.launchers import SlurmLauncher
     from benchmarks.matrix import load_spec, run_matrix
