@@ -215,11 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_lightning()
     os.environ.setdefault("WANDB_MODE", "offline")
+    from benchmarks import signals
+
+    saved = signals.current_handlers()  # run and matrix install their own; a caller (a test) gets its back
     try:
         return args.fn(args)
     except (ConfigError, FileNotFoundError) as err:
         print(f"dgm-bench: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        signals.restore(saved)
 
 
 if __name__ == "__main__":

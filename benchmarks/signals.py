@@ -76,6 +76,16 @@ def describe(err: BaseException) -> dict:
     return {"type": "Interrupted", "message": str(Interrupted(signum))}
 
 
+def current_handlers() -> dict:
+    return {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+
+def restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
 def check() -> None:
     """Raise :class:`Interrupted` if a stop was requested."""
     if STATE.signum is not None:
