@@ -14,9 +14,10 @@ generators (the GAN, and the VAE-GAN's decoder) under ``p(x | z) = N(x; G(z), si
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -140,16 +141,19 @@ class AISTarget:
         log_lik = -0.5 * sq / self.obs_sigma**2 - d * (math.log(self.obs_sigma) + 0.5 * math.log(2 * math.pi))
         return self.log_prior(z) + log_lik
 
+    def check_start(self, start: str) -> None:
+        if start not in STARTS:
+            raise ValueError(f"ais.start must be one of {list(STARTS)}, got {start!r}")
+        if start == "encoder" and not self.has_encoder:
+            raise ValueError(f"ais.start='encoder' needs an inference network; {type(self.model).__name__} "
+                             f"has none: use ais.start='prior'")
+
     def path(self, x: Tensor, start: str) -> tuple[Callable[[int], Tensor], PathTerms]:
         """``(sample p0 of [chains, B, d], terms z -> (log p0(z), log p(x, z) - log p0(z)))``."""
         if start == "prior":
             sample = lambda c: self.model.prior().sample((c, x.shape[0])).to(x.dtype)  # noqa: E731
             return sample, lambda z: (lambda lp: (lp, self.log_joint(x, z) - lp))(self.log_prior(z))
-        if start != "encoder":
-            raise ValueError(f"ais.start must be one of {list(STARTS)}, got {start!r}")
-        if not self.has_encoder:
-            raise ValueError(f"ais.start='encoder' needs an inference network; {type(self.model).__name__} "
-                             f"has none: use ais.start='prior'")
+        self.check_start(start)
         sample = lambda c: self.model.sample_q(x, c, reparam=False)[0][0].detach()  # noqa: E731
         return sample, lambda z: (lambda lq: (lq, self.log_joint(x, z) - lq))(self.model.log_q(x, (z,)))
 
@@ -179,12 +183,23 @@ def anneal(terms: PathTerms, z: Tensor, schedule: Tensor, options: AISOptions) -
     return log_w
 
 
+def _outside_inference_mode(fn: Callable) -> Callable:
+    """HMC needs gradients in z, also when called from Lightning's test loop (inference mode):
+    leave it, and copy inference tensors that would otherwise be saved for backward."""
+    @functools.wraps(fn)
+    def wrapper(target: "AISTarget", *tensors_and_options: Any) -> Any:
+        with torch.inference_mode(False), torch.no_grad():
+            args = [a.clone() if isinstance(a, Tensor) and a.is_inference() else a for a in tensors_and_options]
+            return fn(target, *args)
+    return wrapper
+
+
 def _chunks(n: int, options: AISOptions) -> list[slice]:
     per = max(1, options.max_pairs // options.chains)
     return [slice(i, min(i + per, n)) for i in range(0, n, per)]
 
 
-@torch.no_grad()
+@_outside_inference_mode
 def ais_log_likelihood(target: AISTarget, x: Tensor, options: AISOptions) -> Tensor:
     """Forward AIS estimates of ``log p(x)``: ``[B]`` (stochastic lower bounds)."""
     sched = betas(options.steps, options.schedule)
@@ -196,7 +211,7 @@ def ais_log_likelihood(target: AISTarget, x: Tensor, options: AISOptions) -> Ten
     return torch.cat(out)
 
 
-@torch.no_grad()
+@_outside_inference_mode
 def reverse_ais_log_likelihood(target: AISTarget, x: Tensor, z: Tensor, options: AISOptions) -> Tensor:
     """Reverse AIS from exact posterior samples ``z [B, d]`` of ``x``: ``[B]`` stochastic upper
     bounds of ``log p(x)`` (each chain's weight is unbiased for ``1 / p(x)``)."""
@@ -209,7 +224,7 @@ def reverse_ais_log_likelihood(target: AISTarget, x: Tensor, z: Tensor, options:
     return torch.cat(out)
 
 
-@torch.no_grad()
+@_outside_inference_mode
 def bdmc(target: AISTarget, n: int, options: AISOptions) -> dict[str, Tensor]:
     """Bidirectional Monte Carlo on ``n`` images simulated from the model: forward (lower) and
     reverse (upper) AIS of each, and their gap ``upper - lower`` ``[n]``."""
