@@ -49,6 +49,8 @@ def resolve_ais(options: Any, model_spec: dict | None = None) -> dict:
 
         cls = MODELS.get(model_spec["class_path"], "model.class_path")
         kind = getattr(cls, "latent_kind", None)
+        if not isinstance(kind, str):  # a property: the sigmoid belief net's discrete or relaxed units
+            kind = "option-dependent (discrete or relaxed)"
         if kind not in SUPPORTED_KINDS:
             raise ConfigError(f"ais: model {model_spec['class_path']!r} has {kind!r} latents; AIS needs "
                               f"continuous latents (latent kinds {list(SUPPORTED_KINDS)}): drop the ais section")
