@@ -181,6 +181,10 @@ def test_models_ais_cannot_score_are_refused():
         resolve_ais({}, {"class_path": "sbn"})
     with pytest.raises(ConfigError, match="ais.obs_sigma is required for model 'gan'"):
         resolve_ais({}, {"class_path": "gan"})
+    with pytest.raises(ConfigError, match=r"ais.obs_sigma: expected a number > 0 or a non-empty list"):
+        resolve_ais({"obs_sigma": []}, {"class_path": "gan"})
+    with pytest.raises(ConfigError, match=r"ais.obs_sigma must be > 0"):
+        resolve_ais({"obs_sigma": [0.1, -1]}, {"class_path": "gan"})
     with pytest.raises(ConfigError, match=r"ais: unknown option\(s\) \['step'\]"):
         resolve_ais({"step": 3})
     with pytest.raises(ValueError, match="prior has support .*not the real line"):
@@ -221,3 +225,15 @@ def test_run_with_ais_section_and_evaluate_with_ais_write_the_metrics(tmp_path, 
     assert "--ais-steps must be >= 1, got 0" in capsys.readouterr().err
     assert main(["evaluate", str(run_dir), "--ais", "--chains", "0"]) == 2
     assert "--chains must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_gan_run_chooses_its_observation_noise_on_validation(tmp_path):
+    ais = ["--set", "ais.obs_sigma=[0.03,0.3]", "--set", "ais.steps=10", "--set", "ais.chains=4",
+           "--set", "ais.images=20", "--set", "ais.sim_images=4", "--set", "ais.leapfrog=2"]
+    assert main(["run", "--method", "gan", "--data", "digits", "--max-epochs", "1", "--out", str(tmp_path),
+                 "--set", "model.hidden=[16]", "--set", "model.latent_dim=3", *ais]) == 0
+    (path,) = tmp_path.glob("*/record.json")
+    m = json.loads(path.read_text())["metrics"]
+    # an untrained-looking generator is far from the data: the wider noise explains it better
+    assert m["test/ais_obs_sigma"] == pytest.approx(0.3)
+    assert math.isfinite(m["test/nll_ais"]) and math.isfinite(m["test/bdmc_gap"])
