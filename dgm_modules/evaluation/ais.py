@@ -150,12 +150,24 @@ class AISTarget:
 
     def path(self, x: Tensor, start: str) -> tuple[Callable[[int], Tensor], PathTerms]:
         """``(sample p0 of [chains, B, d], terms z -> (log p0(z), log p(x, z) - log p0(z)))``."""
-        if start == "prior":
-            sample = lambda c: self.model.prior().sample((c, x.shape[0])).to(x.dtype)  # noqa: E731
-            return sample, lambda z: (lambda lp: (lp, self.log_joint(x, z) - lp))(self.log_prior(z))
         self.check_start(start)
-        sample = lambda c: self.model.sample_q(x, c, reparam=False)[0][0].detach()  # noqa: E731
-        return sample, lambda z: (lambda lq: (lq, self.log_joint(x, z) - lq))(self.model.log_q(x, (z,)))
+        if start == "prior":
+            def sample(chains: int) -> Tensor:
+                return self.model.prior().sample((chains, x.shape[0])).to(x.dtype)
+
+            def log_p0(z: Tensor) -> Tensor:
+                return self.log_prior(z)
+        else:
+            def sample(chains: int) -> Tensor:
+                return self.model.sample_q(x, chains, reparam=False)[0][0].detach()
+
+            def log_p0(z: Tensor) -> Tensor:
+                return self.model.log_q(x, (z,))
+
+        def terms(z: Tensor) -> tuple[Tensor, Tensor]:
+            lp0 = log_p0(z)
+            return lp0, self.log_joint(x, z) - lp0
+        return sample, terms
 
     def simulate(self, n: int) -> tuple[Tensor, Tensor]:
         """``(x [n, ...], z [n, d])`` drawn from the model (exact posterior samples of their x)."""
