@@ -77,7 +77,8 @@ def write_report(result: dict, out: Path) -> None:
     bd = [r for r in rows if r["estimator"] == "BDMC"]
     if bd:
         md += ["", "BDMC on images simulated from the model (forward AIS lower, reverse AIS upper):", "",
-               "| steps x chains x leapfrog | images | lower | upper | gap | seconds |", "| --- | --- | --- | --- | --- | --- |"]
+               "| steps x chains x leapfrog | images | lower | upper | gap | seconds |",
+               "| --- | --- | --- | --- | --- | --- |"]
         md += [f"| {r['steps']} x {r['chains']} x {r['leapfrog']} | {r['images']} | {r['lower']:.2f} | "
                f"{r['upper']:.2f} | {r['gap']:.2f} | {r['seconds']:.1f} |" for r in bd]
     (out / "study.md").write_text("\n".join(md) + "\n")

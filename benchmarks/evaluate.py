@@ -1,8 +1,9 @@
 """Re-score a saved run without training: the same evaluation code, any number of processes.
 
-``dgm-bench evaluate CHECKPOINT [--k 5000] [--fid N] [--ais [--ais-steps N --chains C]]`` rebuilds the run from its record, loads the
-checkpoint's weights and runs the test protocol, writing a record of the same schema as training's
-(``status``, ``metrics``, ``protocol``, ``config``, ...) plus ``evaluated_from``.
+``dgm-bench evaluate CHECKPOINT [--k 5000] [--fid N] [--ais [--ais-steps N --chains C]]`` rebuilds
+the run from its record, loads the checkpoint's weights and runs the test protocol, writing a record
+of the same schema as training's (``status``, ``metrics``, ``protocol``, ``config``, ...) plus
+``evaluated_from``.
 """
 from __future__ import annotations
 
@@ -126,7 +127,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ais", action="store_true",
                    help="also estimate log p(x) by annealed importance sampling, with the BDMC gap on simulated data "
                         "(options: the config section ais, see benchmarks/ais.py)")
-    p.add_argument("--ais-steps", type=int, default=None, metavar="N", help="AIS intermediate distributions (default 1000)")
+    p.add_argument("--ais-steps", type=int, default=None, metavar="N",
+                   help="AIS intermediate distributions (default 1000)")
     p.add_argument("--chains", type=int, default=None, metavar="C", help="AIS chains per image (default 16)")
     p.add_argument("--ais-images", type=int, default=None, metavar="M", help="test images scored by AIS (default 1000)")
     p.add_argument("--bdmc-images", type=int, default=None, metavar="N",
