@@ -237,3 +237,16 @@ def test_gan_run_chooses_its_observation_noise_on_validation(tmp_path):
     # an untrained-looking generator is far from the data: the wider noise explains it better
     assert m["test/ais_obs_sigma"] == pytest.approx(0.3)
     assert math.isfinite(m["test/nll_ais"]) and math.isfinite(m["test/bdmc_gap"])
+
+
+def test_matrix_spec_opts_in_per_cell_and_is_checked_before_training():
+    from benchmarks.matrix import resolve_spec
+
+    spec = {"name": "t", "methods": ["iwae", "sbn-ws"], "datasets": ["digits"],
+            "cells": [{"match": {"method": "iwae"}, "overrides": {"ais": {"steps": 50, "chains": 4}}}]}
+    cells = {c.method: c.config for c in resolve_spec(spec, "spec.yaml")}
+    assert cells["iwae"]["ais"]["steps"] == 50 and cells["iwae"]["ais"]["leapfrog"] == 10  # defaults filled
+    assert "ais" not in cells["sbn-ws"]
+    spec = {**spec, "overrides": {"ais": {"steps": 50}}, "cells": []}  # every cell, the SBN's too: refused
+    with pytest.raises(ConfigError, match="spec.yaml: cell digits/sbn-ws/default/seed0: ais: model 'sbn'"):
+        resolve_spec(spec, "spec.yaml")
