@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from benchmarks.ais import ais_callbacks
 from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.config import build
 from benchmarks.curves import curve_callbacks
@@ -103,7 +104,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
-        + list(callbacks or []),
+        + ais_callbacks(config, module) + list(callbacks or []),
         )
     try:
         ckpt = _last_checkpoint(run_dir)
