@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from benchmarks.fingerprint import config_fingerprint
     from benchmarks.launchers import make_launcher
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
@@ -87,15 +88,22 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     records = run_matrix(cells, out, launcher)
     print(f"matrix finished in {time.perf_counter() - t0:.1f}s")
-    print(write_leaderboard(out))
-    print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
+    # records another version of the spec left in the folder are shown apart, never averaged in
+    print(write_leaderboard(out, current={config_fingerprint(c.config) for c in cells}))
+    print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'runs.csv'}")
     return 0 if all(r and r["status"] in ("completed", "diverged") for r in records) else 1
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmarks.fingerprint import config_fingerprint
     from benchmarks.leaderboard import write_leaderboard
 
-    print(write_leaderboard(args.dir, args.out))
+    current = None
+    if args.spec:
+        from benchmarks.matrix import load_spec
+
+        current = {config_fingerprint(c.config) for c in load_spec(args.spec)[1]}
+    print(write_leaderboard(args.dir, args.out, current=current, html=args.html))
     return 0
 
 
@@ -152,9 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # "local": submitit's local executor
     matrix.set_defaults(fn=cmd_matrix)
 
-    board = sub.add_parser("leaderboard", help="aggregate the records under DIR into leaderboard.md/.csv")
+    board = sub.add_parser("leaderboard", help="aggregate the records under DIR into leaderboard.md/.csv and runs.csv")
     board.add_argument("dir")
     board.add_argument("--out", help="where to write the tables (default: DIR)")
+    board.add_argument("--spec", help="the matrix spec being tabulated: records of other configurations are shown "
+                                      "apart (default: every configuration found is tabulated)")
+    board.add_argument("--html", metavar="DIR", help="also write a static HTML page of the leaderboard there")
     board.set_defaults(fn=cmd_leaderboard)
 
     figure = sub.add_parser("figure", help="figures made from run folders").add_subparsers(dest="figure", required=True)
