@@ -6,6 +6,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 import benchmarks
@@ -53,3 +54,18 @@ def test_replaying_a_saved_config_finds_the_same_run(tmp_path, capsys):
     else:  # not a git checkout (an installed package): said, not guessed
         assert record["git"] == {"commit": None, "dirty": None}
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("path, ignored", [
+    ("results/any/runs/cell/record.json", False), ("results/any/runs/cell/config.yaml", False),
+    ("results/any/runs/cell/logs/metrics.csv", False), ("results/any/leaderboard.csv", False),
+    ("results/any/runs/cell/checkpoints/last.ckpt", True), ("results/any/runs/cell/checkpoints/best.ckpt", True),
+    ("results/any/runs/cell/lightning_logs/version_0/metrics.csv", True), ("results/any/runs/cell/wandb/run", True),
+    ("runs/cell/record.json", True),
+])
+def test_published_records_are_committable_and_checkpoints_are_not(path, ignored):
+    root = Path(__file__).parents[1]
+    out = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "--no-index", path], capture_output=True)
+    if out.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert (out.returncode == 0) == ignored
