@@ -171,31 +171,38 @@ def _show(path: str, value: Any) -> str:
     return f"{path}={text}"
 
 
-def preset_config(config: dict) -> dict:
+def preset_config(config: dict) -> tuple[dict, list[str]]:
     """The resolved config of the method's preset on the same dataset, with the run's component
-    classes where it swapped one (so that only the options of that class are compared)."""
+    classes where it swapped one (so that only the options of that class are compared), and the
+    swaps (``["objective=iwae"]``)."""
     from benchmarks.config import COMPONENT_SECTIONS, INJECTED, resolve_config
     from dgm_modules.registry import resolve_init_args
 
     preset = resolve_config(config["method"], config["data"]["class_path"], int(config.get("seed", 0)), {})
+    swapped = []
     for section, registry in COMPONENT_SECTIONS.items():
         cls_name = (config.get(section) or {}).get("class_path")
         if cls_name and cls_name != preset[section]["class_path"]:
             cls = registry.get(cls_name, f"{section}.class_path")
             preset[section] = {"class_path": cls_name,
                                "init_args": resolve_init_args(cls, {}, section, INJECTED[section])}
-    return preset
+            swapped.append(f"{section}={cls_name}")
+    return preset, swapped
 
 
 def config_differences(config: dict) -> list[str] | None:
     """``["objective.k=50"]``: how ``config`` differs from its method's preset (seed and paths
     excluded, types normalised); None where the preset cannot be resolved any more."""
     try:
-        preset = _flatten(identity(preset_config(config)))
+        resolved, swapped = preset_config(config)
+        preset = _flatten(identity(resolved))
     except Exception:  # noqa: BLE001 -- a method or option since removed: the label falls back to the fingerprint
         return None
     own = _flatten(identity(config))
-    return [_show(k, own.get(k)) for k in sorted(set(own) | set(preset)) if own.get(k) != preset.get(k)]
+    # an option the record lacks is newer than the record; one it holds unset is since removed:
+    # neither says how the run was configured differently
+    keys = [k for k in own if k in preset or own[k] is not None]
+    return swapped + [_show(k, own[k]) for k in sorted(keys) if own[k] != preset.get(k)]
 
 
 def label_rows(table: Table) -> None:

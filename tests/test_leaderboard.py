@@ -56,6 +56,23 @@ def test_rows_are_configurations_not_methods():
     assert [r.values for r in fixed.rows.values()] == [{"test/nll_k5000": [88.71]}]
 
 
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, []),
+    ({"objective": {"init_args": {"k": 50}}, "trainer": {"max_epochs": 3}}, ["objective.k=50", "trainer.max_epochs=3"]),
+    ({"objective": {"class_path": "dreg", "init_args": {"k": 50}}}, ["objective=dreg", "objective.k=50"]),
+    ({"seed": 7, "data": {"init_args": {"data_dir": "/elsewhere"}}}, []),  # neither changes a number
+])
+def test_label_says_how_a_config_differs_from_its_preset(overrides, expected):
+    from benchmarks.config import resolve_config
+    from benchmarks.leaderboard import config_differences
+
+    seed = overrides.pop("seed", 0)
+    config = resolve_config("iwae", "digits", seed, overrides)
+    assert config_differences(config) == expected
+    config["optimizer"]["init_args"]["weight_decay"] = 0.0  # as a float-typed writer saves the preset's 0
+    assert config_differences(config) == expected
+
+
 def test_without_a_spec_every_configuration_is_a_row():
     board = build_leaderboard(RECORDS)
     assert not board.outside
