@@ -86,3 +86,19 @@ def test_html_from_the_command_line(tmp_path):
     page.feed((tmp_path / "site" / "index.html").read_text())
     assert len(page.tables) == 2  # no spec given: every configuration is a row of its table
     assert main(["leaderboard", str(tmp_path / "none"), "--html", str(tmp_path / "site2")]) == 2
+
+
+def test_sort_script_parses():
+    """The page's script is valid JavaScript (node's parser, where node is installed)."""
+    import shutil as sh
+    import subprocess
+
+    import pytest
+
+    from benchmarks.leaderboard_html import SCRIPT
+
+    node = sh.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the sort script's syntax is not checked")
+    out = subprocess.run([node, "--check", "-"], input=SCRIPT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
