@@ -361,6 +361,42 @@ def render_runs_csv(board: Leaderboard, root: Path) -> str:
     return buf.getvalue()
 
 
+_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text).replace("±", "$\\pm$").replace("↓", "$\\downarrow$") \
+        .replace("↑", "$\\uparrow$").replace("—", "--").replace("–", "--")
+
+
+def render_latex(board: Leaderboard) -> str:
+    """The spec's tables as booktabs ``table`` environments (needs ``\\usepackage{booktabs}``)."""
+    out = []
+    for name in sorted(board.tables):
+        table = board.tables[name]
+        if not table.rows:
+            continue
+        columns, best = table.columns(), bests(table)
+        caption = f"{name}. " + CAPTION.replace("**Bold**", "Bold") + (
+            " Every row: " + ", ".join(table.shared) + "." if table.shared else "")
+        out += [r"\begin{table}", r"\centering", r"\begin{tabular}{l r " + "r " * len(columns) + "r r}", r"\toprule",
+                " & ".join(tex(h) for h in ["configuration", "n", *map(header, columns), "epochs", "wall (s)"]) + r" \\",
+                r"\midrule"]
+        for row in _sorted_rows(table):
+            cells = []
+            for c in columns:
+                vals = row.values.get(c)
+                text = tex(cell_text(vals, c, len(row.runs))) if vals else "--"
+                cells.append(f"\\textbf{{{text}}}" if vals and best[c] == row.fingerprint else text)
+            epochs = spread([float(r.record["epochs"]) for r in row.runs if "epochs" in r.record], 0)
+            walls = [float(r.record["wall_time_s"]) for r in row.runs if isinstance(r.record.get("wall_time_s"), (int, float))]
+            out.append(" & ".join([tex(row.label), str(len(row.runs)), *cells, tex(epochs),
+                                   fmt(summarise(walls).mean, 1) if walls else "--"]) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{tex(caption)}}}", r"\end{table}", ""]
+    return "\n".join(out)
+
+
 def build_leaderboard(root: str | Path, current: set[str] | None = None) -> Leaderboard:
     runs, problems = load_records(root)
     tables, outside = aggregate(runs, current)
@@ -369,7 +405,8 @@ def build_leaderboard(root: str | Path, current: set[str] | None = None) -> Lead
 
 def write_leaderboard(root: str | Path, out: str | Path | None = None, current: set[str] | None = None,
                       html: str | Path | None = None) -> str:
-    """Write ``leaderboard.md``, ``leaderboard.csv`` (aggregate) and ``runs.csv`` (one line per run)
+    """Write ``leaderboard.md``, ``leaderboard.csv`` (aggregate), ``runs.csv`` (one line per run) and
+    ``leaderboard.tex`` (booktabs)
     for the records under ``root``; ``current``: the fingerprints of the spec being tabulated
     (others are shown apart); ``html``: also write the static site there. Return the Markdown."""
     root = Path(root)
@@ -382,6 +419,7 @@ def write_leaderboard(root: str | Path, out: str | Path | None = None, current: 
     (out / "leaderboard.md").write_text(markdown)
     (out / "leaderboard.csv").write_text(render_csv(board))
     (out / "runs.csv").write_text(render_runs_csv(board, root))
+    (out / "leaderboard.tex").write_text(render_latex(board))
     if html is not None:
         from benchmarks.leaderboard_html import write_html
 

@@ -37,6 +37,7 @@ def test_leaderboard_matches_expected_tables(tmp_path):
     assert markdown == (DATA / "expected.md").read_text()
     assert (tmp_path / "leaderboard.csv").read_text() == (DATA / "expected.csv").read_text()
     assert (tmp_path / "runs.csv").read_text() == (DATA / "expected_runs.csv").read_text()
+    assert (tmp_path / "leaderboard.tex").read_text() == (DATA / "expected.tex").read_text()
 
 
 def test_rows_are_configurations_not_methods():
