@@ -252,6 +252,12 @@ def spread(values: list[float], decimals: int) -> str:
     return fmt(lo, decimals) if lo == hi else f"{fmt(lo, decimals)}–{fmt(hi, decimals)}"
 
 
+def numbers(row: Row, key: str) -> list[float]:
+    """A record field over the row's runs, where it is a number (older records may lack it)."""
+    values = [r.record.get(key) for r in row.runs]
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 def bests(table: Table, bold: bool = True) -> dict[str, str | None]:
     """Per column, the fingerprint of the row marked best (or None)."""
     return {c: pick_best({fp: r.values.get(c, []) for fp, r in table.rows.items() if r.values.get(c)},
@@ -278,8 +284,7 @@ def render_table(table: Table, heading: str, bold: bool = True) -> list[str]:
                 vals = row.values.get(c)
                 text = cell_text(vals, c, len(row.runs)) if vals else "—"
                 cells.append(f"**{text}**" if vals and best[c] == row.fingerprint else text)
-            epochs = spread([float(r.record.get("epochs", math.nan)) for r in row.runs if "epochs" in r.record], 0)
-            walls = [float(r.record["wall_time_s"]) for r in row.runs if isinstance(r.record.get("wall_time_s"), (int, float))]
+            epochs, walls = spread(numbers(row, "epochs"), 0), numbers(row, "wall_time_s")
             wall = fmt(summarise(walls).mean, 1) if walls else "—"
             md.append(f"| {row.label} | {len(row.runs)} | " + " | ".join(cells) + f" | {epochs} | {wall} |")
         md.append("")
@@ -389,8 +394,7 @@ def render_latex(board: Leaderboard) -> str:
                 vals = row.values.get(c)
                 text = tex(cell_text(vals, c, len(row.runs))) if vals else "--"
                 cells.append(f"\\textbf{{{text}}}" if vals and best[c] == row.fingerprint else text)
-            epochs = spread([float(r.record["epochs"]) for r in row.runs if "epochs" in r.record], 0)
-            walls = [float(r.record["wall_time_s"]) for r in row.runs if isinstance(r.record.get("wall_time_s"), (int, float))]
+            epochs, walls = spread(numbers(row, "epochs"), 0), numbers(row, "wall_time_s")
             out.append(" & ".join([tex(row.label), str(len(row.runs)), *cells, tex(epochs),
                                    fmt(summarise(walls).mean, 1) if walls else "--"]) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", f"\\caption{{{tex(caption)}}}", r"\end{table}", ""]

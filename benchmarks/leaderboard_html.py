@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from benchmarks.leaderboard import CAPTION, Leaderboard, Table, bests, _sorted_rows, cell_text, spread
+from benchmarks.leaderboard import CAPTION, Leaderboard, Table, _sorted_rows, bests, cell_text, numbers, spread
 from benchmarks.metric_info import arrow, metric_info
 from benchmarks.stats import summarise
 
@@ -93,9 +93,7 @@ def _table(table: Table, page_dir: Path, bold: bool) -> list[str]:
                 cls = ' class="best"' if best[c] == row.fingerprint else ""
                 value = repr(s.mean) if math.isfinite(s.mean) else "NaN"
                 out.append(f'<td data-value="{value}"{cls}>{_e(text)}{seeds}</td>')
-            epochs = [float(r.record["epochs"]) for r in row.runs if isinstance(r.record.get("epochs"), (int, float))]
-            walls = [float(r.record["wall_time_s"]) for r in row.runs
-                     if isinstance(r.record.get("wall_time_s"), (int, float))]
+            epochs, walls = numbers(row, "epochs"), numbers(row, "wall_time_s")
             wall = summarise(walls).mean if walls else math.nan
             out.append(f'<td data-value="{max(epochs) if epochs else "NaN"}">{_e(spread(epochs, 0))}</td>'
                        f'<td data-value="{wall if walls else "NaN"}">{f"{wall:.1f}" if walls else "—"}</td></tr>')

@@ -169,3 +169,17 @@ def test_leaderboard_cli(tmp_path, capsys):
     assert "| gan | 2 | — | 32.00 ± 25.41 |" in out
     assert (tmp_path / "runs.csv").exists()
     assert main(["leaderboard", str(tmp_path / "nothing")]) == 2
+
+
+def test_records_without_budget_fields_are_still_tabulated(tmp_path):
+    """Older records lack epochs or wall time (or hold null): the row is shown, the column says —."""
+    root = tmp_path / "records"
+    shutil.copytree(RECORDS / "mnist__vae__seed0__f48600769acf", root / "fixed-vae")
+    path = root / "fixed-vae" / "record.json"
+    rec = json.loads(path.read_text())
+    rec["epochs"] = None
+    del rec["wall_time_s"], rec["git"]
+    path.write_text(json.dumps(rec))
+    markdown = write_leaderboard(root, tmp_path / "out", html=tmp_path / "site")
+    assert "| vae | 1 | 88.71 | — | — |" in markdown
+    assert ",fixed-vae/record.json," in (tmp_path / "out" / "runs.csv").read_text()
