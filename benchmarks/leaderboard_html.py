@@ -26,6 +26,7 @@ th[aria-sort="ascending"]::after { content: " ▲"; } th[aria-sort="descending"]
 caption { caption-side: bottom; text-align: left; font-size: 0.85em; color: #555; padding-top: 0.5em; }
 td a.seed { font-size: 0.75em; color: #777; margin-left: 0.2em; }
 .best { font-weight: bold; }
+figure { display: inline-block; margin: 0.5em; } figure img { max-width: 28em; }
 """
 
 SCRIPT = """
@@ -122,6 +123,11 @@ def render_html(board: Leaderboard, page_dir: Path, title: str = "dgm-bench lead
         body.append("<h2>Records outside the current spec (not averaged into the tables above)</h2>")
         for name in sorted(board.outside):
             body += _table(board.outside[name], page_dir, bold=False)
+    figures = sorted(p for ext in ("png", "svg", "jpg") for p in Path(board.root).glob(f"*.{ext}"))
+    if figures:  # the sample grids and figures published beside the records
+        body.append("<h2>Figures</h2>")
+        body += [f'<figure><a href="{_e(_link(f, page_dir))}"><img src="{_e(_link(f, page_dir))}" alt="{_e(f.stem)}">'
+                 f"</a><figcaption>{_e(f.name)}</figcaption></figure>" for f in figures]
     if board.problems:
         body.append(f"<h2>Records not read ({len(board.problems)})</h2><ul>")
         body += [f'<li><a href="{_e(_link(p.path, page_dir))}">{_e(os.path.relpath(p.path, board.root))}</a>: '

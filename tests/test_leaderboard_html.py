@@ -32,6 +32,8 @@ class Page(HTMLParser):
             self.hrefs.append(attrs["href"])
             if self._cell is not None:
                 self._cell["links"].append(attrs["href"])
+        elif tag == "img":
+            self.hrefs.append(attrs["src"])
         elif tag == "script":
             self.scripts += 1
 
@@ -53,6 +55,7 @@ def test_html_page_tables_arrows_bold_and_links(tmp_path):
     shutil.copytree(RECORDS, root)
     (root / "broken").mkdir()
     (root / "broken" / "record.json").write_text("[]")
+    (root / "samples_vae.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a figure published beside the records
     site = tmp_path / "site"
     runs, _ = load_records(root)
     spec = {r.fingerprint for r in runs if r.record["config"]["trainer"]["max_epochs"] == 10}  # as in test_leaderboard
@@ -78,6 +81,7 @@ def test_html_page_tables_arrows_bold_and_links(tmp_path):
         assert not href.startswith(("/", "http")), href  # relative: works from a clone
         assert (site / href).resolve().is_file(), href
     assert any(h.endswith("broken/record.json") for h in page.hrefs)
+    assert sum(h.endswith("samples_vae.png") for h in page.hrefs) == 2  # the image and its link
 
 
 def test_html_from_the_command_line(tmp_path):
