@@ -6,6 +6,7 @@ The runs are read back from wandb's own transaction log (``run-<id>.wandb``: a l
 ``wandb_internal_pb2.Record`` protobufs, which is what ``wandb sync`` uploads)."""
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,17 @@ def wandb_records(path: Path):
             break
 
 
-def read_run(path: Path) -> dict:
+def read_run(path: Path, timeout_s: float = 120.0) -> dict:
+    """The run's name, history, metric definitions and artifacts, once its log is complete: wandb's
+    service process writes the log, and may still be writing when ``finish()`` has returned."""
+    deadline = time.monotonic() + timeout_s
+    records = list(wandb_records(path))
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout_s} s"
+        time.sleep(0.5)
+        records = list(wandb_records(path))
     out = {"history": {}, "defined": {}, "artifacts": [], "names": []}
-    for rec in wandb_records(path):
+    for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["names"].append(rec.run.display_name)
