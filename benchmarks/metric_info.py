@@ -35,11 +35,11 @@ METRICS: tuple[Metric, ...] = (
 )
 UNKNOWN = Metric("", None, "", 3, "not declared in benchmarks/metric_info.METRICS: no direction")
 
-_STEM = re.compile(r"^(?:\w+/)?(?P<stem>[a-z_]+?)(?:_[kn]\d+)?(?:\s.*)?$")
+_STEM = re.compile(r"^(?:\w+/)?(?P<stem>[a-z_]+?)(?:_[knh]\d+)?(?:\s.*)?$")  # k samples, n images, h layer
 
 
 def stem(name: str) -> str:
-    """``test/nll_k5000`` -> ``nll``; ``test/kid_std_n100 [net:sha]`` -> ``kid_std``."""
+    """``test/nll_k5000`` -> ``nll``; ``test/kid_std_n100 [net:sha]`` -> ``kid_std``; ``active_units_h1`` -> ``active_units``."""
     m = _STEM.match(name)
     return m.group("stem") if m else name
 
