@@ -5,6 +5,8 @@ batches from the real MNIST DataModule at the paper's setting (1% labels, batch 
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -89,3 +91,17 @@ def test_labelled_examples_without_a_fraction_are_refused():
     SemiSupervisedELBO(ALPHA)(model, x, torch.tensor([-1, -1]))  # unlabelled only: nothing to weigh
     with pytest.raises(ValueError, match=r"objective\.labelled_fraction must be in \(0, 1\]"):
         SemiSupervisedELBO(ALPHA, labelled_fraction=0.0)
+
+
+def test_labelled_examples_are_spread_over_every_epochs_batches(mnist_one_percent):
+    """Labelled examples land in a batch as Binomial(100, 1%) draws, from the first epoch on.
+
+    (The label subset's generator once shared its seed with epoch 0's shuffle: all 500 labelled
+    examples then filled the first 5 batches and the other 495 held none.)
+    """
+    loader = mnist_one_percent.train_dataloader()
+    for _ in range(2):
+        counts = torch.tensor([int((batch.y >= 0).sum()) for batch in loader], dtype=torch.float64)
+        assert counts.sum() == 500 and counts.max() <= 8  # P(Binomial(100, 0.01) > 8) ~ 1e-6 a batch
+        empty, p_empty = (counts == 0).double().mean().item(), 0.99 ** 100
+        assert abs(empty - p_empty) < 4 * math.sqrt(p_empty * (1 - p_empty) / len(counts)), empty
