@@ -102,7 +102,8 @@ METHODS.register("iwae-2l")(MethodPreset(  # type: ignore[arg-type]
     "Gaussian VAE with two stochastic layers (100 and 50 units) trained by L_5", "hierarchical-vae",
     {"class_path": "iwae", "init_args": {"k": 5}}, citation="Burda, Grosse & Salakhutdinov 2016"))
 METHODS.register("sb-vae")(MethodPreset(  # type: ignore[arg-type]
-    "Stick-breaking VAE: Kumaraswamy posterior, GEM(alpha0) prior, ELBO with the series KL",
+    "Stick-breaking VAE: Kumaraswamy posterior, GEM(alpha0) prior, ELBO with the exact KL by quadrature "
+    "(model.kl_terms=10: the paper's truncated series)",
     "stick-breaking-vae", "elbo", citation="Nalisnick & Smyth 2017"))
 METHODS.register("dp-vae")(MethodPreset(  # type: ignore[arg-type]
     "VAE with a learned truncated DP-mixture-of-Gaussians prior, Monte Carlo ELBO", "dp-mixture-vae", "elbo",
