@@ -2,7 +2,6 @@
 invariant distribution, AIS against L_k at equal cost, bad options, and the evaluate command."""
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -117,15 +116,14 @@ def test_hmc_leaves_a_known_gaussian_invariant(float64):
         assert ((z.var(0) - std**2).abs() < 4 * se_var).all()
 
 
-@pytest.mark.skipif(not os.environ.get("DGM_BENCH_DATA"), reason="needs DGM_BENCH_DATA (binarised MNIST)")
-def test_ais_is_not_below_lk_at_equal_cost_on_binarised_mnist():
+def test_ais_is_not_below_lk_at_equal_cost_on_binarised_mnist(shared_data):
     """A small VAE trained 300 steps on the fixed binarised MNIST. Cost is counted in decoder
     evaluations: AIS's (chains x (1 + transitions x leapfrog)) against L_k with that many
     samples; AIS's backward passes are not counted, which favours L_k."""
     from datamodules.binarized_mnist import BinarizedMNISTDataModule
 
     torch.manual_seed(0)
-    dm = BinarizedMNISTDataModule()
+    dm = BinarizedMNISTDataModule(data_dir=str(shared_data))
     dm.setup("fit")
     model = GaussianVAE((1, 28, 28), latent_dim=10, hidden=(100,))
     opt = torch.optim.Adam(model.parameters(), 1e-3)

@@ -37,8 +37,7 @@ def test_map_term_is_the_logits_density_and_peaks_at_its_mode(alpha0):
     assert torch.trapezoid(torch.stack(dens), ls).item() == pytest.approx(1.0, abs=1e-4)
 
 
-@pytest.mark.slow
-def test_dp_vae_keeps_several_components_in_use_on_mnist():
+def test_dp_vae_keeps_several_components_in_use_on_mnist(shared_data):
     """300 steps on MNIST, 50 latent dimensions, 20 components (the stick-breaking reproduction's prior).
 
     Means started at N(0, I) sit ~10 apart: the nearest component took every example and the rest
@@ -47,7 +46,7 @@ def test_dp_vae_keeps_several_components_in_use_on_mnist():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        data = MNISTDataModule(batch_size=100)
+        data = MNISTDataModule(data_dir=str(shared_data), batch_size=100)
         data.setup("fit")
         torch.manual_seed(0)
         model = DPMixtureVAE(tuple(data.dims), latent_dim=50, truncation=20, hidden=(200,), n_train=50_000)

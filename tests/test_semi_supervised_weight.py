@@ -45,8 +45,8 @@ def test_weights_are_exact_on_a_hand_built_batch():
 
 
 @pytest.fixture(scope="module")
-def mnist_one_percent():
-    data = MNISTDataModule(labelled_fraction=0.01, batch_size=100)
+def mnist_one_percent(shared_data):
+    data = MNISTDataModule(data_dir=str(shared_data), labelled_fraction=0.01, batch_size=100)
     data.setup("fit")
     return data
 
