@@ -14,7 +14,7 @@ from typing import Callable
 
 from benchmarks import signals
 from benchmarks.matrix import Cell, Progress
-from benchmarks.run import run_cell
+from benchmarks.wandb_log import run_cell_logged, wandb_loggers  # noqa: F401 -- wandb_loggers: the old import path
 from dgm_modules.registry import ConfigError
 
 
@@ -30,24 +30,10 @@ def _run_cell_in_worker(config: dict, out: str, threads: int, wandb: str, group:
     torch.set_num_threads(threads)
     signals.STATE.busy = True
     try:
-        return run_cell(config, out, loggers=wandb_loggers(wandb, group, config, out), enable_progress_bar=False)
+        return run_cell_logged(config, out, wandb, group, enable_progress_bar=False)
     finally:
         signals.STATE.busy = False
         signals.exit_if_orphaned()
-
-
-def wandb_loggers(mode: str, group: str, config: dict, out: str | Path) -> list:
-    """A WandbLogger per run when asked (``offline`` needs no account); the matrix is the group."""
-    if mode == "disabled":
-        return []
-    from lightning.pytorch.loggers import WandbLogger
-
-    from benchmarks.run import run_id
-
-    run_dir = Path(out) / run_id(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return [WandbLogger(project=os.environ.get("WANDB_PROJECT", "dgm-bench"), group=group, name=run_dir.name,
-                        save_dir=str(run_dir), mode=mode, config=config, job_type=config["method"])]
 
 
 @dataclass
@@ -63,8 +49,7 @@ class LocalLauncher:
             for cell in cells:
                 if signals.requested():
                     return
-                record = run_cell(cell.config, out, loggers=wandb_loggers(self.wandb, self.group, cell.config, out),
-                                  enable_progress_bar=False)
+                record = run_cell_logged(cell.config, out, self.wandb, self.group, enable_progress_bar=False)
                 progress.update(cell, record, skipped=False)
             return
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
