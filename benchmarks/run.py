@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.config import build
 from benchmarks.curves import curve_callbacks
+from benchmarks.evaluator import prepare_run_feature_nets
 from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
 from dgm_modules.methods.base import DivergedError
 
@@ -88,6 +89,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         check_module(module)
     datamodule.prepare_data()  # so do missing or malformed data files
     datamodule.setup("fit")
+    prepare_run_feature_nets(datamodule, module)  # FID's network is made now if missing, never after training
     trainer_options = dict(config["trainer"])
     if enable_progress_bar is not None:  # the caller's terminal decides unless the config does
         trainer_options.setdefault("enable_progress_bar", enable_progress_bar)
