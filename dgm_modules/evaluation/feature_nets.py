@@ -33,7 +33,7 @@ WEIGHTS, META = "classifier.pt", "classifier.json"
 SHIPPED_DIR = Path(__file__).parent / "weights"
 #: sha256 of the shipped ``classifier.pt`` files: what a published FID's network is
 PUBLISHED_SHA256 = {
-    "digits": "",
+    "digits": "67ad692a589ec3761e537a7ccd7e409ca12590a72af44136ffb7330db2412779",
     "mnist": "",
     "fashion-mnist": "",
 }
