@@ -35,7 +35,7 @@ SHIPPED_DIR = Path(__file__).parent / "weights"
 PUBLISHED_SHA256 = {
     "digits": "67ad692a589ec3761e537a7ccd7e409ca12590a72af44136ffb7330db2412779",
     "mnist": "360702e99715ced83fcd04a5c4baf332c934a83bbccc2f115b807de26bc05a36",
-    "fashion-mnist": "",
+    "fashion-mnist": "9913863c9dd979f57ad757153944899ec2a29959199ddae94ef9e05e851a6b49",
 }
 #: datasets scored with another dataset's network (the same images; binarized-mnist has no labels)
 NETWORK_OF = {"binarized-mnist": "mnist"}
