@@ -55,7 +55,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.config import resolve_config
-    from benchmarks.run import run_cell
+    from benchmarks.wandb_log import run_cell_logged
 
     over = _overrides(args)
     method = over.pop("method", None) or args.method
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if method is None or data is None:
         raise ConfigError("run: --method and --data are required (or give them in --config)")
     config = resolve_config(method, data, seed, over)
-    record = run_cell(config, args.out, enable_progress_bar=sys.stderr.isatty())
+    record = run_cell_logged(config, args.out, args.wandb, group="run", enable_progress_bar=sys.stderr.isatty())
     print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
                      indent=2, default=str))
     print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from benchmarks.fingerprint import config_fingerprint
     from benchmarks.launchers import make_launcher
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
@@ -87,15 +88,22 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     records = run_matrix(cells, out, launcher)
     print(f"matrix finished in {time.perf_counter() - t0:.1f}s")
-    print(write_leaderboard(out))
-    print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
+    # records another version of the spec left in the folder are shown apart, never averaged in
+    print(write_leaderboard(out, current={config_fingerprint(c.config) for c in cells}))
+    print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'runs.csv'}")
     return 0 if all(r and r["status"] in ("completed", "diverged") for r in records) else 1
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmarks.fingerprint import config_fingerprint
     from benchmarks.leaderboard import write_leaderboard
 
-    print(write_leaderboard(args.dir, args.out))
+    current = None
+    if args.spec:
+        from benchmarks.matrix import load_spec
+
+        current = {config_fingerprint(c.config) for c in load_spec(args.spec)[1]}
+    print(write_leaderboard(args.dir, args.out, current=current, html=args.html))
     return 0
 
 
@@ -121,6 +129,8 @@ def cmd_figure_recon(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.wandb_log import add_wandb_argument
+
     parser = argparse.ArgumentParser(prog="dgm-bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered methods, datasets, models and objectives").set_defaults(fn=cmd_list)
@@ -134,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML file of overrides (sections data, model, objective, optimizer, module, trainer)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override one option, e.g. --set objective.k=50 --set trainer.max_epochs=3")
+    add_wandb_argument(run, "in the group 'run'")
     run.set_defaults(fn=cmd_run)
 
     matrix = sub.add_parser("matrix", help="run a matrix spec (resumable), then print the leaderboard")
@@ -141,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--out", help="output folder (default: runs/<spec name>)")
     matrix.add_argument("--launcher", choices=["local", "slurm"], default="local")
     matrix.add_argument("--jobs", type=int, default=1, help="local launcher: cells run at once (default 1)")
-    matrix.add_argument("--wandb", nargs="?", const="offline", default="disabled",
-                        choices=["offline", "online", "disabled"],
-                        help="log each run to Weights & Biases, grouped by matrix (bare --wandb: offline)")
+    add_wandb_argument(matrix, "grouped by matrix")
     slurm = matrix.add_argument_group("slurm launcher (submitit)")
     slurm.add_argument("--partition")
     slurm.add_argument("--time-min", type=int, default=240, help="time limit per cell, minutes")
@@ -152,9 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # "local": submitit's local executor
     matrix.set_defaults(fn=cmd_matrix)
 
-    board = sub.add_parser("leaderboard", help="aggregate the records under DIR into leaderboard.md/.csv")
+    board = sub.add_parser("leaderboard", help="aggregate the records under DIR into leaderboard.md/.csv and runs.csv")
     board.add_argument("dir")
     board.add_argument("--out", help="where to write the tables (default: DIR)")
+    board.add_argument("--spec", help="the matrix spec being tabulated: records of other configurations are shown "
+                                      "apart (default: every configuration found is tabulated)")
+    board.add_argument("--html", metavar="DIR", help="also write a static HTML page of the leaderboard there")
     board.set_defaults(fn=cmd_leaderboard)
 
     figure = sub.add_parser("figure", help="figures made from run folders").add_subparsers(dest="figure", required=True)

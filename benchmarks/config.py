@@ -29,8 +29,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 10, "accelerator": "auto", "de
                                     "log_every_n_steps": 50, "gradient_clip_val": None}
 #: Trainer options the runner owns (logging, checkpoints, output folder)
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler")
-#: gradvar, curve and early_stopping are optional (benchmarks/callbacks.py, benchmarks/curves.py)
-TOP_LEVEL = ("method", "seed", "setting", "trainer", "gradvar", "curve", "early_stopping", *COMPONENT_SECTIONS)
+#: gradvar, curve, early_stopping and ais are optional (benchmarks/callbacks.py, curves.py, ais.py)
+TOP_LEVEL = ("method", "seed", "setting", "trainer", "gradvar", "curve", "early_stopping", "ais", *COMPONENT_SECTIONS)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -113,6 +113,10 @@ def resolve_config(method: str, data: str | dict, seed: int = 0, overrides: dict
         config["curve"] = resolve_curve(config["curve"])
     if "early_stopping" in config:
         config["early_stopping"] = resolve_early_stopping(config["early_stopping"])
+    if "ais" in config:  # AIS and BDMC at the test stage (benchmarks/ais.py)
+        from benchmarks.ais import resolve_ais
+
+        config["ais"] = resolve_ais(config["ais"], config["model"])
     return config
 
 

@@ -1,8 +1,9 @@
 """Re-score a saved run without training: the same evaluation code, any number of processes.
 
-``dgm-bench evaluate CHECKPOINT [--k 5000] [--fid N]`` rebuilds the run from its record, loads the
-checkpoint's weights and runs the test protocol, writing a record of the same schema as training's
-(``status``, ``metrics``, ``protocol``, ``config``, ...) plus ``evaluated_from``.
+``dgm-bench evaluate CHECKPOINT [--k 5000] [--fid N] [--ais [--ais-steps N --chains C]]`` rebuilds
+the run from its record, loads the checkpoint's weights and runs the test protocol, writing a record
+of the same schema as training's (``status``, ``metrics``, ``protocol``, ``config``, ...) plus
+``evaluated_from``.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from typing import Any
 import lightning as L
 import torch
 
+from benchmarks.ais import ais_callbacks
 from benchmarks.config import build, deep_merge
 from benchmarks.evaluator import prepare_run_feature_nets
 from benchmarks.records import command_line, device_description, read_record, versions, write_json_atomic
 from benchmarks.run import CHECKPOINTS, protocol_of, skip_per_step_cuda_probe
+from dgm_modules.registry import ConfigError
 
 
 def locate(checkpoint: str | Path) -> tuple[Path, Path]:
@@ -70,7 +73,8 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: dict | None = None, *
     prepare_run_feature_nets(datamodule, module)
     options = {"accelerator": "cpu", "devices": 1, **trainer_options}
     trainer = L.Trainer(**options, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, use_distributed_sampler=False)
+                        enable_model_summary=False, use_distributed_sampler=False,
+                        callbacks=ais_callbacks(config, module))
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     trained = read_record(run_dir)
     return {
@@ -92,6 +96,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         over = deep_merge(over, {"module": {"init_args": {"eval_k": sorted(set(args.k))}}})
     if args.fid is not None:
         over = deep_merge(over, {"module": {"init_args": {"fid_samples": args.fid}}})
+    flags = {"steps": ("--ais-steps", args.ais_steps, 1), "chains": ("--chains", args.chains, 1),
+             "images": ("--ais-images", args.ais_images, 1), "sim_images": ("--bdmc-images", args.bdmc_images, 0)}
+    for flag, value, least in flags.values():
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} must be >= {least}, got {value}")
+    ais = {key: value for key, (_, value, _) in flags.items() if value is not None}
+    if args.ais_sigma is not None:
+        ais["obs_sigma"] = args.ais_sigma
+    if args.ais or ais:  # the options alone imply --ais
+        over = deep_merge(over, {"ais": ais})
     if args.eval_batch_size:
         over = deep_merge(over, {"data": {"init_args": {"eval_batch_size": args.eval_batch_size}}})
     record = evaluate_checkpoint(args.checkpoint, over, accelerator=args.accelerator, devices=args.devices)
@@ -105,13 +119,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    """``evaluate CHECKPOINT [--k K ...] [--fid N] [--out FILE]``."""
+    """``evaluate CHECKPOINT [--k K ...] [--fid N] [--ais ...] [--out FILE]``."""
     p = sub.add_parser("evaluate", help="re-score a saved run (test ELBO, L_k, FID/KID) without training")
     p.add_argument("checkpoint", help="a run folder (record.json, checkpoints/last.ckpt) or a .ckpt file in one")
     p.add_argument("--k", type=int, nargs="+", metavar="K",
                    help="importance samples of the test bounds L_k (default: the run's own)")
     p.add_argument("--fid", type=int, nargs="?", const=10_000, default=None, metavar="N",
                    help="also score N model samples by FID/KID against the test split (bare --fid: 10000)")
+    p.add_argument("--ais", action="store_true",
+                   help="also estimate log p(x) by annealed importance sampling, with the BDMC gap on simulated data "
+                        "(options: the config section ais, see benchmarks/ais.py)")
+    p.add_argument("--ais-steps", type=int, default=None, metavar="N",
+                   help="AIS intermediate distributions (default 1000)")
+    p.add_argument("--chains", type=int, default=None, metavar="C", help="AIS chains per image (default 16)")
+    p.add_argument("--ais-images", type=int, default=None, metavar="M", help="test images scored by AIS (default 1000)")
+    p.add_argument("--bdmc-images", type=int, default=None, metavar="N",
+                   help="images simulated from the model for the BDMC gap (default 100; 0: no BDMC)")
+    p.add_argument("--ais-sigma", type=float, default=None, metavar="SIGMA",
+                   help="Gaussian observation noise of a generator (GAN, VAE-GAN): required for a GAN")
     p.add_argument("--eval-batch-size", type=int, default=None, help="test batch size (default: the run's)")
     p.add_argument("--accelerator", default="cpu", help="Lightning accelerator (default cpu)")
     p.add_argument("--devices", type=int, default=1, help="processes (DDP when > 1; same numbers as one)")

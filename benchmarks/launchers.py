@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.matrix import Cell, Progress
-from benchmarks.run import run_cell
+from benchmarks.wandb_log import run_cell_logged, wandb_loggers  # noqa: F401 -- wandb_loggers: the old import path
 
 
 def _run_cell_in_worker(config: dict, out: str, threads: int, wandb: str, group: str) -> dict:
@@ -22,21 +22,7 @@ def _run_cell_in_worker(config: dict, out: str, threads: int, wandb: str, group:
 
     quiet_lightning()
     torch.set_num_threads(threads)
-    return run_cell(config, out, loggers=wandb_loggers(wandb, group, config, out), enable_progress_bar=False)
-
-
-def wandb_loggers(mode: str, group: str, config: dict, out: str | Path) -> list:
-    """A WandbLogger per run when asked (``offline`` needs no account); the matrix is the group."""
-    if mode == "disabled":
-        return []
-    from lightning.pytorch.loggers import WandbLogger
-
-    from benchmarks.run import run_id
-
-    run_dir = Path(out) / run_id(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return [WandbLogger(project=os.environ.get("WANDB_PROJECT", "dgm-bench"), group=group, name=run_dir.name,
-                        save_dir=str(run_dir), mode=mode, config=config, job_type=config["method"])]
+    return run_cell_logged(config, out, wandb, group, enable_progress_bar=False)
 
 
 @dataclass
@@ -50,8 +36,7 @@ class LocalLauncher:
     def __call__(self, cells: list[Cell], out: Path, progress: Progress) -> None:
         if self.jobs <= 1:
             for cell in cells:
-                record = run_cell(cell.config, out, loggers=wandb_loggers(self.wandb, self.group, cell.config, out),
-                                  enable_progress_bar=False)
+                record = run_cell_logged(cell.config, out, self.wandb, self.group, enable_progress_bar=False)
                 progress.update(cell, record, skipped=False)
             return
         threads = max(1, (os.cpu_count() or 1) // self.jobs)

@@ -11,6 +11,8 @@ A spec is YAML::
     cells:                           # per-cell overrides, applied where `match` holds
       - match: {method: [iwae, iwae-dreg]}    # a value or a list of values
         overrides: {objective: {k: 10}}
+    exclude:                         # cells of the product left out (same match form)
+      - {method: iwae-2l, dataset: binarized-mnist}
 
 In override blocks a component section may list its options directly (``objective: {k: 10}``)
 or in the full ``{class_path, init_args}`` form. Every cell is resolved (and so validated)
@@ -31,7 +33,8 @@ from datamodules import DATAMODULES
 from dgm_modules.components import METHODS
 from dgm_modules.registry import ConfigError
 
-SPEC_KEYS = {"name", "description", "methods", "datasets", "seeds", "settings", "overrides", "cells"}
+SPEC_KEYS = {"name", "description", "methods", "datasets", "seeds", "settings", "overrides", "cells", "exclude"}
+MATCH_FACTS = ("method", "dataset", "setting", "seed")
 SPECS_DIR = Path(__file__).parent / "specs"
 
 
@@ -107,10 +110,16 @@ def resolve_spec(spec: dict, where: str) -> list[Cell]:
         bad = set(rule.get("match", {})) - {"method", "dataset", "setting", "seed"}
         if bad:
             raise ConfigError(f"{where}: cells[{i}].match: unknown key(s) {sorted(bad)}")
+    exclude = spec.get("exclude") or []
+    if not isinstance(exclude, list) or not all(isinstance(m, dict) and m and not set(m) - set(MATCH_FACTS)
+                                                for m in exclude):
+        raise ConfigError(f"{where}: 'exclude' must be a list of matches over {', '.join(MATCH_FACTS)}")
     cells = []
     for setting, dataset, method, seed in itertools.product(settings, datasets, methods, seeds):
-        over = deep_merge(common, normalise_overrides(settings[setting], f"{where}: settings.{setting}"))
         facts = {"method": method, "dataset": dataset, "setting": setting, "seed": seed}
+        if any(_holds(m, facts) for m in exclude):
+            continue
+        over = deep_merge(common, normalise_overrides(settings[setting], f"{where}: settings.{setting}"))
         for i, rule in enumerate(rules):
             if all(facts[k] in v if isinstance(v, list) else facts[k] == v for k, v in rule.get("match", {}).items()):
                 over = deep_merge(over, normalise_overrides(rule.get("overrides"), f"{where}: cells[{i}].overrides"))
@@ -121,6 +130,10 @@ def resolve_spec(spec: dict, where: str) -> list[Cell]:
             raise ConfigError(f"{where}: cell {dataset}/{method}/{setting}/seed{seed}: {err}") from None
         cells.append(Cell(method, dataset, seed, setting, config))
     return cells
+
+
+def _holds(match: dict, facts: dict) -> bool:
+    return all(facts[k] in v if isinstance(v, list) else facts[k] == v for k, v in match.items())
 
 
 class Progress:

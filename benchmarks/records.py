@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from importlib import metadata
@@ -12,6 +13,8 @@ from typing import Any
 
 RECORD = "record.json"
 STATUSES = ("completed", "failed", "diverged")
+#: records are published: readable by the group and others (mkstemp alone gives 0600)
+RECORD_MODE = 0o644
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -19,6 +22,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, RECORD_MODE)
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=True, default=str)
             fh.write("\n")
@@ -51,6 +55,25 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def git_state(where: str | Path = Path(__file__).parent) -> dict[str, Any]:
+    """The commit of the code that made a record and whether tracked files differed from it.
+
+    Untracked files are not counted: run folders and results inside the clone would otherwise mark
+    every run dirty. ``None`` for both outside a git checkout (an installed package)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
 def device_description(trainer: Any) -> dict[str, Any]:

@@ -393,7 +393,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         command += "  # then, for the table of what had finished: --report-only"
     print(f"reproduce {repro.name} ({repro.budget} budget): {len(repro.cells)} cells -> {out}")
     t0 = time.perf_counter()
-    launcher = make_launcher("local", jobs=args.jobs, wandb="disabled", group=repro.name)
+    launcher = make_launcher("local", jobs=args.jobs, wandb=args.wandb, group=repro.name)
     if args.report_only:  # tables and figures from what the run folders hold now; nothing trains
         from benchmarks.records import read_record
         from benchmarks.run import run_id
@@ -428,6 +428,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="write the table and figures from the run folders as they are; train nothing")
     p.add_argument("--gradvar-device", default="cpu", help="device of the gradient-variance measurement")
+    from benchmarks.wandb_log import add_wandb_argument
+
+    add_wandb_argument(p, "grouped by reproduction")
     p.set_defaults(fn=cmd_reproduce)
 
 

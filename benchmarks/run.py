@@ -1,8 +1,6 @@
 """Train and score one (method, dataset, seed, setting) cell and write its record."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -16,11 +14,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from benchmarks.ais import ais_callbacks
 from benchmarks.callbacks import check_module, gradvar_callback
 from benchmarks.config import build
 from benchmarks.curves import curve_callbacks
 from benchmarks.evaluator import prepare_run_feature_nets
-from benchmarks.records import RECORD, command_line, device_description, read_record, versions, write_json_atomic
+from benchmarks.fingerprint import config_fingerprint
+from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
+                               write_json_atomic)
 from dgm_modules.methods.base import DivergedError
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,9 @@ def skip_per_step_cuda_probe() -> None:
 
 
 def run_id(config: dict) -> str:
-    """Readable and deterministic: the same config always maps to the same folder."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    label = config["method"] if config.get("setting", "default") == "default" else f"{config['method']}-{config['setting']}"
-    return f"{config['data']['class_path']}__{label}__seed{config['seed']}__{digest}"
+    """A readable prefix and the config's fingerprint: replaying a run's own saved config (where ``0``
+    may come back as ``0.0``) names the same folder, and two settings with one config share it."""
+    return f"{config['data']['class_path']}__{config['method']}__seed{config['seed']}__{config_fingerprint(config)}"
 
 
 def protocol_of(datamodule: Any, module: Any) -> dict:
@@ -80,6 +80,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         "run_id": run_dir.name, "method": config["method"], "setting": config.get("setting", "default"),
         "dataset": config["data"]["class_path"], "model": config["model"]["class_path"],
         "objective": config["objective"]["class_path"], "seed": config["seed"], "config": config,
+        "fingerprint": config_fingerprint(config), "git": git_state(),
         "versions": versions(), "command": command_line(), "started_at": started.isoformat(),
         "metrics": {}, "error": None,
     }
@@ -105,7 +106,7 @@ def run_cell(config: dict, out_dir: str | Path, loggers: list | None = None,
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
-        + list(callbacks or []),
+        + ais_callbacks(config, module) + list(callbacks or []),
         )
     try:
         ckpt = _last_checkpoint(run_dir)

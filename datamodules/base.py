@@ -14,6 +14,8 @@ import torch
 from datamodules.paths import resolve_data_dir
 
 Binarization = Literal["dynamic", "fixed", "none"]
+#: offset of the labelled-subset generator's seed, far from every shuffle seed (seed * 100_003 + epoch)
+_LABEL_STREAM = 0x4C41_4245_4C53  # "LABELS"
 
 
 class Batch(NamedTuple):
@@ -148,8 +150,11 @@ class TensorDataModule(L.LightningDataModule):
             train_x = train_x[train_idx]
             train_y = None if train_y is None else train_y[train_idx]
         if train_y is not None and self.labelled_fraction < 1.0:
-            # a seeded subset keeps its labels; the rest are marked unlabelled (-1)
-            perm = torch.randperm(train_y.shape[0], generator=torch.Generator().manual_seed(self.label_seed))
+            # a seeded subset keeps its labels; the rest are marked unlabelled (-1). The generator is
+            # seeded apart from the training shuffle's (seed * 100_003 + epoch): with both seeds 0 the
+            # same randperm put every labelled example in the first batches of epoch 0
+            label_gen = torch.Generator().manual_seed(_LABEL_STREAM + self.label_seed)
+            perm = torch.randperm(train_y.shape[0], generator=label_gen)
             train_y = train_y.clone()
             train_y[perm[round(self.labelled_fraction * train_y.shape[0]):]] = -1
         self.train_x, self.train_y = train_x, train_y

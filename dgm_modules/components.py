@@ -17,6 +17,7 @@ from dgm_modules.objectives.adversarial import GANLoss, VAEGANLoss
 from dgm_modules.objectives.perceptual import PerceptualELBO
 from dgm_modules.models.dp_mixture_vae import DPMixtureVAE
 from dgm_modules.models.gaussian_vae import GaussianVAE
+from dgm_modules.models.hierarchical_vae import HierarchicalGaussianVAE
 from dgm_modules.models.m2 import M2
 from dgm_modules.models.sbn import SigmoidBeliefNet
 from dgm_modules.models.stick_breaking_vae import StickBreakingVAE
@@ -37,6 +38,7 @@ from dgm_modules.registry import Registry
 
 MODELS: Registry = Registry("model")
 MODELS.register("gaussian-vae")(GaussianVAE)
+MODELS.register("hierarchical-vae")(HierarchicalGaussianVAE)
 MODELS.register("sbn")(SigmoidBeliefNet)
 MODELS.register("m2")(M2)
 MODELS.register("stick-breaking-vae")(StickBreakingVAE)
@@ -93,8 +95,15 @@ METHODS.register("vae")(MethodPreset(  # type: ignore[arg-type]
 METHODS.register("iwae")(MethodPreset(  # type: ignore[arg-type]
     "Gaussian VAE trained by the importance-weighted bound L_5", "gaussian-vae",
     {"class_path": "iwae", "init_args": {"k": 5}}, citation="Burda, Grosse & Salakhutdinov 2016"))
+METHODS.register("vae-2l")(MethodPreset(  # type: ignore[arg-type]
+    "Gaussian VAE with two stochastic layers (100 and 50 units), Monte Carlo ELBO", "hierarchical-vae", "elbo",
+    citation="Burda, Grosse & Salakhutdinov 2016"))
+METHODS.register("iwae-2l")(MethodPreset(  # type: ignore[arg-type]
+    "Gaussian VAE with two stochastic layers (100 and 50 units) trained by L_5", "hierarchical-vae",
+    {"class_path": "iwae", "init_args": {"k": 5}}, citation="Burda, Grosse & Salakhutdinov 2016"))
 METHODS.register("sb-vae")(MethodPreset(  # type: ignore[arg-type]
-    "Stick-breaking VAE: Kumaraswamy posterior, GEM(alpha0) prior, ELBO with the series KL",
+    "Stick-breaking VAE: Kumaraswamy posterior, GEM(alpha0) prior, ELBO with the exact KL by quadrature "
+    "(model.kl_terms=10: the paper's truncated series)",
     "stick-breaking-vae", "elbo", citation="Nalisnick & Smyth 2017"))
 METHODS.register("dp-vae")(MethodPreset(  # type: ignore[arg-type]
     "VAE with a learned truncated DP-mixture-of-Gaussians prior, Monte Carlo ELBO", "dp-mixture-vae", "elbo",

@@ -7,8 +7,9 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-#: the project's tests read ../shared/data (see ../shared/data/README.md); nothing is committed
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: the project's tests read ../shared/data (see ../shared/data/README.md); nothing is committed.
+#: $DGM_BENCH_DATA points elsewhere (e.g. from a git worktree, where ../shared is not beside it).
+SHARED_DATA = Path(os.environ.get("DGM_BENCH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

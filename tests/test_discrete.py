@@ -269,8 +269,8 @@ def test_m2_objective_unlabelled_bound_is_the_sum_over_labelled_bounds():
     torch.manual_seed(7)
     assert torch.allclose(unlabelled, model.analytic_elbo(x).detach(), atol=1e-5)  # -U(x), the same sum
     # the classification term only sees labelled examples
-    mixed = SemiSupervisedELBO(alpha=1.0)(model, x, torch.tensor([0, -1, 2, -1, -1]))
-    nll = -model.classify(x).log_softmax(-1)[[0, 2], [0, 2]].mean()
+    mixed = SemiSupervisedELBO(alpha=1.0, labelled_fraction=0.4)(model, x, torch.tensor([0, -1, 2, -1, -1]))
+    nll = -model.classify(x).log_softmax(-1)[[0, 2], [0, 2]].mean()  # 2 of 5 labelled, as f = 0.4 expects
     assert torch.allclose(mixed.terms["classification"], nll.detach(), atol=1e-6)
 
 

@@ -183,7 +183,8 @@ def test_dp_vae_map_term_only_in_training():
     exact = (model.prior().log_prob(z[0]) + model.likelihood(z[0]).log_prob(x)).detach()
     torch.testing.assert_close(model.eval().log_joint(x, z).detach(), exact)
     v = torch.sigmoid(model.dp_prior.stick_logits).detach()
-    log_beta = (math.log(4.0) + 3.0 * torch.log1p(-v)).sum()  # Beta(1, 4) density by hand
+    # Beta(1, 4) density by hand, times the Jacobian v (1 - v) of v = sigmoid(logit)
+    log_beta = (math.log(4.0) + 3.0 * torch.log1p(-v) + torch.log(v) + torch.log1p(-v)).sum()
     torch.testing.assert_close(model.train().log_joint(x, z).detach(), exact + log_beta / 10)
 
 

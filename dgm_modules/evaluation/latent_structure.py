@@ -6,7 +6,9 @@ scored on test-set latent means. Stick-breaking and mixture models also report h
 ``T`` components have a mean weight above a threshold over the test set.
 
 Models opt in through two optional hooks: ``latent_means(x) -> [B, D]`` (else the mean of a
-single-argument ``q(x)`` distribution is used) and ``component_weights(x) -> [B, T]``.
+single-argument ``q(x)`` distribution is used) and ``component_weights(x) -> [B, T]``. A model
+with several stochastic layers whose means ``latent_means`` puts side by side declares their
+sizes (``latent_layer_sizes``, bottom first) and gets active units per layer too.
 """
 from __future__ import annotations
 
@@ -40,6 +42,12 @@ def component_weights(model: Any, x: Tensor) -> Tensor | None:
     """Per-example weights of the model's ``T`` components (``[B, T]``), or ``None``."""
     hook = getattr(model, "component_weights", None)
     return hook(x) if callable(hook) else None
+
+
+def latent_layer_sizes(model: Any) -> tuple[int, ...]:
+    """Units per stochastic layer (bottom first) of a model with several, else ``()``."""
+    sizes = tuple(getattr(model, "latent_layer_sizes", ()) or ())
+    return sizes if len(sizes) > 1 else ()
 
 
 def components_used(mean_weights: Tensor, threshold: float = 0.01) -> int:
@@ -110,13 +118,18 @@ class LatentStructureEvaluator:
                 self.labels.append(y.cpu())
 
     def compute(self, model: Any, datamodule: Any = None) -> dict[str, float]:
-        """The metrics: ``components_used``, ``active_units`` and ``knn_error_k{k}`` (the latter needs labels and the train split)."""
+        """The metrics: ``components_used``, ``active_units`` (and ``active_units_h{l}`` per stochastic
+        layer) and ``knn_error_k{k}`` (the latter needs labels and the train split)."""
         means, labels, weight_sum, count = self._gathered()
         out: dict[str, float] = {}
         if weight_sum is not None and count:
             out["components_used"] = float(components_used(weight_sum / count, self.threshold))
         if means is not None:
             out["active_units"] = float(active_units(means))
+            sizes = latent_layer_sizes(model)
+            if sizes and sum(sizes) == means.shape[1]:  # per layer: h1 the bottom one, as Burda et al. 2016
+                for i, layer in enumerate(means.split(list(sizes), dim=1), start=1):
+                    out[f"active_units_h{i}"] = float(active_units(layer))
         train = self._train_split(datamodule) if means is not None and labels is not None else None
         if train is not None:
             device = next(model.parameters()).device

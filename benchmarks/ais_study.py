@@ -1,0 +1,135 @@
+"""AIS against L_k on a trained run, with wall times (Wu et al. 2017, Fig. 2c), and BDMC.
+
+``python -m benchmarks.ais_study RUN_DIR --out results/ais`` scores the first ``--images`` test
+images by ``L_k`` for each ``--ks`` and by forward AIS from the prior for each ``--ais-steps``
+(same images, same chains), times each, runs BDMC on ``--sim-images`` images simulated from the
+model for each ``--bdmc-steps``, and writes ``study.json`` (one row per estimate: estimator,
+settings, images, mean log p(x) in nats, wall seconds, threads), ``study.md`` and
+``estimate_vs_time.png``. Every estimate runs in one process with the same thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.evaluate import load_run
+from benchmarks.figures import pyplot, save
+from benchmarks.records import command_line, versions, write_json_atomic
+from dgm_modules.evaluation.ais import AISOptions, AISTarget, ais_log_likelihood, bdmc
+from dgm_modules.evaluation.bounds import importance_weighted_bounds
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def study(args: argparse.Namespace) -> dict:
+    config, datamodule, module = load_run(args.run)
+    model = module.model.eval()
+    datamodule.setup("test")
+    x = datamodule.test_x[: args.images]
+    target = AISTarget(model)
+    rows = []
+    for k in args.ks:
+        torch.manual_seed(args.seed)
+        values, seconds = _timed(lambda: importance_weighted_bounds(model, x, [k], args.chunk_pairs)[k])
+        rows.append({"estimator": "L_k", "k": k, "images": len(x), "log_px": values.mean().item(),
+                     "seconds": seconds})
+        print(json.dumps(rows[-1]), flush=True)
+    for steps in args.ais_steps:
+        options = AISOptions(steps=steps, chains=args.chains, leapfrog=args.leapfrog, max_pairs=args.chunk_pairs)
+        torch.manual_seed(args.seed)
+        values, seconds = _timed(lambda: ais_log_likelihood(target, x, options))
+        rows.append({"estimator": "AIS", "steps": steps, "chains": args.chains, "leapfrog": args.leapfrog,
+                     "start": "prior", "images": len(x), "log_px": values.mean().item(), "seconds": seconds})
+        print(json.dumps(rows[-1]), flush=True)
+    for steps in args.bdmc_steps:
+        options = AISOptions(steps=steps, chains=args.chains, leapfrog=args.leapfrog, max_pairs=args.chunk_pairs)
+        torch.manual_seed(args.seed)  # the same simulated images at every number of steps
+        out, seconds = _timed(lambda: bdmc(target, args.sim_images, options))
+        rows.append({"estimator": "BDMC", "steps": steps, "chains": args.chains, "leapfrog": args.leapfrog,
+                     "images": args.sim_images, "lower": out["lower"].mean().item(),
+                     "upper": out["upper"].mean().item(), "gap": out["gap"].mean().item(), "seconds": seconds})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"run": str(args.run), "run_config": config, "rows": rows, "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(), "versions": versions(),
+            "command": command_line()}
+
+
+def write_report(result: dict, out: Path) -> None:
+    rows = result["rows"]
+    md = [f"# AIS against L_k: {Path(result['run']).name}", "",
+          f"{result['threads']} thread(s) on {result['machine']}; nats per image (log p(x), higher is tighter).", "",
+          "| estimator | setting | images | log p(x) | seconds |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if r["estimator"] == "L_k":
+            md.append(f"| L_k | k={r['k']} | {r['images']} | {r['log_px']:.2f} | {r['seconds']:.1f} |")
+        elif r["estimator"] == "AIS":
+            md.append(f"| AIS (prior) | {r['steps']} steps x {r['chains']} chains x {r['leapfrog']} leapfrog "
+                      f"| {r['images']} | {r['log_px']:.2f} | {r['seconds']:.1f} |")
+    bd = [r for r in rows if r["estimator"] == "BDMC"]
+    if bd:
+        md += ["", "BDMC on images simulated from the model (forward AIS lower, reverse AIS upper):", "",
+               "| steps x chains x leapfrog | images | lower | upper | gap | seconds |",
+               "| --- | --- | --- | --- | --- | --- |"]
+        md += [f"| {r['steps']} x {r['chains']} x {r['leapfrog']} | {r['images']} | {r['lower']:.2f} | "
+               f"{r['upper']:.2f} | {r['gap']:.2f} | {r['seconds']:.1f} |" for r in bd]
+    (out / "study.md").write_text("\n".join(md) + "\n")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2 if bd else 1, figsize=(10 if bd else 5, 4), squeeze=False)
+    ax = axes[0][0]
+    for name, label, key in (("L_k", "IWAE bound L_k", "k"), ("AIS", "AIS (prior start)", "steps")):
+        pts = [r for r in rows if r["estimator"] == name]
+        if pts:
+            ax.plot([r["seconds"] for r in pts], [r["log_px"] for r in pts], "o-", label=label)
+            for r in pts:
+                ax.annotate(str(r[key]), (r["seconds"], r["log_px"]), fontsize=7, textcoords="offset points",
+                            xytext=(3, -8))
+    ax.set_xscale("log")
+    ax.set_xlabel("evaluation time (s)")
+    ax.set_ylabel("mean log p(x) estimate (nats)")
+    ax.set_title(f"test images ({rows[0]['images']})")
+    ax.legend()
+    if bd:
+        ax = axes[0][1]
+        ax.plot([r["seconds"] for r in bd], [r["lower"] for r in bd], "o-", label="forward AIS (lower)")
+        ax.plot([r["seconds"] for r in bd], [r["upper"] for r in bd], "s-", label="reverse AIS (upper)")
+        ax.set_xscale("log")
+        ax.set_xlabel("evaluation time (s)")
+        ax.set_title(f"BDMC on {bd[0]['images']} simulated images")
+        ax.legend()
+    save(fig, out / "estimate_vs_time.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="a run folder (record.json, checkpoints/last.ckpt)")
+    p.add_argument("--out", default="results/ais")
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100, 1000, 5000])
+    p.add_argument("--ais-steps", type=int, nargs="+", default=[10, 30, 100])
+    p.add_argument("--bdmc-steps", type=int, nargs="*", default=[10, 100])
+    p.add_argument("--sim-images", type=int, default=100)
+    p.add_argument("--chains", type=int, default=16)
+    p.add_argument("--leapfrog", type=int, default=5)
+    p.add_argument("--chunk-pairs", type=int, default=16_384)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = study(args)
+    write_json_atomic(out / "study.json", result)
+    write_report(result, out)
+    print(f"wrote {out / 'study.json'}, {out / 'study.md'}, {out / 'estimate_vs_time.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

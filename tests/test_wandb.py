@@ -1,0 +1,111 @@
+"""Weights & Biases, offline (no account): every cell of a matrix gets its own wandb run, even when
+one process trains them one after another, holding that cell's metrics and no other's, with the
+metric directions declared and the record attached.
+
+The runs are read back from wandb's own transaction log (``run-<id>.wandb``: a leveldb-style log of
+``wandb_internal_pb2.Record`` protobufs, which is what ``wandb sync`` uploads)."""
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.launchers import LocalLauncher
+from benchmarks.matrix import load_spec, run_matrix
+
+SPEC = """
+methods: [vae, iwae]
+datasets: [digits]
+seeds: [0]
+overrides:
+  model: {latent_dim: 2, hidden: [16]}
+  module: {val_k: [1]}
+  trainer: {max_epochs: 1, accelerator: cpu}
+cells:
+  - match: {method: vae}
+    overrides: {module: {eval_k: [1, 5]}}
+  - match: {method: iwae}
+    overrides: {module: {eval_k: [1, 7]}, objective: {k: 2}}
+"""
+
+
+def wandb_records(path: Path):
+    """The protobuf records of one offline run file."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, partial = 7, 32768, b""  # 7-byte file header; 32 KiB blocks of 7-byte-headed chunks
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # full, last
+            record = pb.Record()
+            record.ParseFromString(partial + chunk if kind == 4 else chunk)
+            partial = b""
+            yield record
+        elif kind in (2, 3):  # first, middle
+            partial += chunk
+        else:
+            break
+
+
+def read_run(path: Path, timeout_s: float = 120.0) -> dict:
+    """The run's name, history, metric definitions and artifacts, once its log is complete: wandb's
+    service process writes the log, and may still be writing when ``finish()`` has returned."""
+    deadline = time.monotonic() + timeout_s
+    records = list(wandb_records(path))
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout_s} s"
+        time.sleep(0.5)
+        records = list(wandb_records(path))
+    out = {"history": {}, "defined": {}, "artifacts": [], "names": []}
+    for rec in records:
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            out["names"].append(rec.run.display_name)
+            out["group"] = rec.run.run_group
+        elif kind == "history":
+            out["history"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == "metric" and rec.metric.name:
+            out["defined"][rec.metric.name] = rec.metric.summary
+        elif kind == "artifact":
+            out["artifacts"].append(rec.artifact.name)
+    return out
+
+
+def test_one_wandb_run_per_cell_in_one_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    _, cells = load_spec(spec)
+    records = run_matrix(cells, tmp_path / "out", LocalLauncher(jobs=1, wandb="offline", group="grp"),
+                         echo=lambda s: None)
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    for record, own, other in zip(records, ["test/nll_k5", "test/nll_k7"], ["test/nll_k7", "test/nll_k5"]):
+        run_dir = tmp_path / "out" / record["run_id"]
+        (wandb_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # exactly one run per cell
+        run = read_run(wandb_file)
+        assert run["names"] == [record["run_id"]] and run["group"] == "grp"
+        assert run["history"][own] == pytest.approx(record["metrics"][own], rel=1e-6)
+        assert other not in run["history"]  # the other cell's metrics are not in this run
+        assert run["history"]["test/neg_elbo"] == pytest.approx(record["metrics"]["test/neg_elbo"], rel=1e-6)
+        defined = run["defined"]  # directions: the summary keeps the best value
+        assert defined[own].min and defined["val/nll_k1"].min and defined["test/active_units"].max
+        assert not defined[own].max and "test/kid_std" not in defined
+        assert run["artifacts"] == [f"record-{record['run_id']}"]
+
+
+def test_wandb_flag_on_run_matrix_and_reproduce():
+    from benchmarks.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "--wandb"]).wandb == "offline"
+    assert parser.parse_args(["matrix", "spec.yaml", "--wandb", "online"]).wandb == "online"
+    assert parser.parse_args(["reproduce", "iwae-table1", "--wandb"]).wandb == "offline"
+    assert parser.parse_args(["reproduce", "iwae-table1"]).wandb == "disabled"
