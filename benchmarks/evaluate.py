@@ -22,6 +22,7 @@ import torch
 from benchmarks.ais import ais_callbacks
 from benchmarks.checkpoints import PREVIOUS, check_identity
 from benchmarks.config import build, deep_merge
+from benchmarks.evaluator import prepare_run_feature_nets
 from benchmarks.records import command_line, device_description, read_record, versions, write_json_atomic
 from benchmarks.run import CHECKPOINTS, protocol_of, skip_per_step_cuda_probe
 from dgm_modules.registry import ConfigError
@@ -83,6 +84,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: dict | None = None, *
     run_dir, ckpt = locate(checkpoint)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     config, datamodule, module = load_run(run_dir, overrides, ckpt)
+    prepare_run_feature_nets(datamodule, module)
     options = {"accelerator": "cpu", "devices": 1, **trainer_options}
     trainer = L.Trainer(**options, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False,

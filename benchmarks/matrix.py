@@ -181,6 +181,10 @@ def run_matrix(cells: list[Cell], out: str | Path, launcher: Callable[[list[Cell
             progress.update(cell, done, skipped=True)
         else:
             todo.append(cell)
+    if todo:  # every cell's feature networks, before the first cell trains
+        from benchmarks.evaluator import prepare_feature_nets
+
+        prepare_feature_nets([c.config for c in todo], echo)
     if launcher is None:
         from benchmarks.launchers import LocalLauncher
 

@@ -21,6 +21,7 @@ from benchmarks.checkpoints import AtomicCheckpointIO, IdentityCallback, resume_
 from benchmarks.config import build
 from benchmarks.csvlog import AppendingCSVLogger
 from benchmarks.curves import curve_callbacks
+from benchmarks.evaluator import prepare_run_feature_nets
 from benchmarks.fingerprint import config_fingerprint
 from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
@@ -104,6 +105,7 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         check_module(module)
     datamodule.prepare_data()  # so do missing or malformed data files
     datamodule.setup("fit")
+    prepare_run_feature_nets(datamodule, module)  # FID's network is made now if missing, never after training
     trainer_options = dict(config["trainer"])
     if enable_progress_bar is not None:  # the caller's terminal decides unless the config does
         trainer_options.setdefault("enable_progress_bar", enable_progress_bar)

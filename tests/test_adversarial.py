@@ -11,8 +11,7 @@ import torch
 from benchmarks.config import build, resolve_config
 from benchmarks.figures.samples import recon_figure, samples_figure
 from benchmarks.run import run_cell
-from dgm_modules.evaluation.feature_nets import (FeatureNetNotFoundError, classifier_features, evaluator_dir,
-                                                 grey_datamodule, train_and_save)
+from dgm_modules.evaluation.feature_nets import WEIGHTS_ENV, FeatureNetNotFoundError, classifier_features
 from dgm_modules.methods.base import DivergedError
 from dgm_modules.objectives.perceptual import PerceptualELBO
 from dgm_modules.registry import ConfigError
@@ -35,8 +34,7 @@ def one_thread():
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DGM_BENCH_CACHE", str(root))
-        train_and_save(grey_datamodule("digits"), 5, evaluator_dir("digits"))  # a quick one will do here
+        mp.setenv("DGM_BENCH_CACHE", str(root))  # FID statistics; the digits network is the shipped one
         yield root
 
 
@@ -143,7 +141,7 @@ def test_bad_pairings_and_options_are_refused_before_training(cache):
 
 
 def test_perceptual_loss_without_a_trained_evaluator_names_the_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("DGM_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))  # an empty folder in place of the shipped networks
     objective = PerceptualELBO(feature_net="mnist")
     with pytest.raises(FeatureNetNotFoundError, match="dgm-bench evaluator train --data mnist"):
         objective.bind_data(None)

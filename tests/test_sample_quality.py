@@ -8,9 +8,10 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 
 from benchmarks.cli import main
 from dgm_modules.evaluation.classifier import accuracy
-from dgm_modules.evaluation.feature_nets import (WEIGHTS, FeatureNetChecksumError, FeatureNetNotFoundError,
-                                                 classifier_features, evaluator_dir, feature_net_for,
-                                                 grey_datamodule, inception_features, load_classifier)
+from dgm_modules.evaluation.feature_nets import (WEIGHTS, WEIGHTS_ENV, FeatureNetChecksumError,
+                                                 FeatureNetNotFoundError, classifier_features, evaluator_dir,
+                                                 feature_net_for, grey_datamodule, inception_features,
+                                                 load_classifier)
 from dgm_modules.evaluation.sample_quality import fid_kid, real_statistics
 
 
@@ -25,7 +26,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A private cache holding the digits classifier (trained on first use: a few seconds)."""
+    """A private cache for the real-data statistics; the digits classifier is the shipped one."""
     root = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DGM_BENCH_CACHE", str(root))
@@ -105,7 +106,7 @@ def test_a_cached_network_whose_checksum_does_not_match_is_rejected(cache, tmp_p
 
 
 def test_a_missing_network_names_the_command_that_makes_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("DGM_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))  # an empty folder in place of the shipped networks
     with pytest.raises(FeatureNetNotFoundError, match="dgm-bench evaluator train --data mnist"):
         classifier_features("mnist")
 

@@ -2,7 +2,7 @@
 (Dosovitskiy & Brox 2016, "Generating images with perceptual similarity metrics").
 
 The feature network is the suite's classifier of the dataset being trained on (the one FID
-uses), loaded from the evaluator cache when the method binds to its data. It is a likelihood
+uses; shipped for digits, MNIST and Fashion-MNIST), loaded when the method binds to its data. It is a likelihood
 surrogate: ``log N(phi_l(x); phi_l(x_hat), s^2 I)`` summed over the chosen layers ``l``, where
 ``x_hat`` is the decoder's mean image, optionally plus ``pixel_weight`` times the model's own
 pixel log-likelihood. The objective is this surrogate minus ``KL(q(z|x) || p(z))``.
@@ -26,7 +26,7 @@ class PerceptualELBO(Objective):
 
     Args:
         feature_net: ``auto`` (the classifier of the dataset trained on) or a dataset name whose
-            cached classifier to use (``dgm-bench evaluator train --data NAME`` makes it).
+            classifier to use (shipped, or made by ``dgm-bench evaluator train --data NAME``).
         layers: classifier layers compared: any of ``conv1``, ``conv2``, ``fc``.
         feature_scale: ``s``, the standard deviation of the feature-space Gaussian.
         pixel_weight: ``w``, weight of the pixel log-likelihood term (0 = features only).
@@ -55,7 +55,7 @@ class PerceptualELBO(Objective):
             if datamodule is None and self.feature_net == "auto":
                 raise ValueError("objective.feature_net='auto' needs the run's DataModule; name a dataset instead")
             name = datamodule.name if self.feature_net == "auto" else self.feature_net
-            self.__dict__["_net"] = classifier_features(name, data_dir=getattr(datamodule, "data_dir", None)).net
+            self.__dict__["_net"] = classifier_features(name).net
 
     def check_model(self, model: LatentVariableModel) -> None:
         super().check_model(model)
