@@ -134,6 +134,7 @@ def render_html(board: Leaderboard, page_dir: Path, title: str = "dgm-bench lead
                  f'{_e(p.reason)}</li>' for p in board.problems]
         body.append("</ul>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<link rel=\"icon\" href=\"data:,\">"  # no favicon request: nothing on the page may 404
             f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n")
 

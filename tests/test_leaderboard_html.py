@@ -1,6 +1,6 @@
 """The static HTML leaderboard, read back with Python's html.parser: one table per dataset and
 protocol with direction arrows, the same numbers and bold as the Markdown, a sort key per cell, and
-links that resolve to the records. (No real-browser test: no chromium or Playwright here.)"""
+links that resolve to the records. (The same page in a real browser: test_leaderboard_browser.py.)"""
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
