@@ -4,6 +4,7 @@ metric directions declared and the record attached.
 
 The runs are read back from wandb's own transaction log (``run-<id>.wandb``: a leveldb-style log of
 ``wandb_internal_pb2.Record`` protobufs, which is what ``wandb sync`` uploads)."""
+import csv
 import json
 import struct
 import time
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.config import resolve_config
 from benchmarks.launchers import LocalLauncher
-from benchmarks.matrix import load_spec, run_matrix
+from benchmarks.matrix import load_spec, normalise_overrides, run_matrix
+from benchmarks.wandb_log import run_cell_logged
 
 SPEC = """
 methods: [vae, iwae]
@@ -63,14 +66,15 @@ def read_run(path: Path, timeout_s: float = 120.0) -> dict:
         assert time.monotonic() < deadline, f"{path}: no exit record after {timeout_s} s"
         time.sleep(0.5)
         records = list(wandb_records(path))
-    out = {"history": {}, "defined": {}, "artifacts": [], "names": []}
+    out = {"history": {}, "rows": [], "defined": {}, "artifacts": [], "names": []}
     for rec in records:
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["names"].append(rec.run.display_name)
             out["group"] = rec.run.run_group
-        elif kind == "history":
-            out["history"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+        elif kind == "history":  # rows: every logged row; history: each key's last value
+            out["rows"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            out["history"].update(out["rows"][-1])
         elif kind == "metric" and rec.metric.name:
             out["defined"][rec.metric.name] = rec.metric.summary
         elif kind == "artifact":
@@ -99,6 +103,8 @@ def test_one_wandb_run_per_cell_in_one_process(tmp_path, monkeypatch):
         assert defined[own].min and defined["val/nll_k1"].min and defined["test/active_units"].max
         assert not defined[own].max and "test/kid_std" not in defined
         assert run["artifacts"] == [f"record-{record['run_id']}"]
+        (epoch,) = epoch_rows(run_dir)  # objective terms: the ELBO's bound is minus its loss
+        assert epoch["train/bound"] == pytest.approx(-epoch["train/loss"], rel=1e-6)
 
 
 def test_wandb_flag_on_run_matrix_and_reproduce():
@@ -109,3 +115,45 @@ def test_wandb_flag_on_run_matrix_and_reproduce():
     assert parser.parse_args(["matrix", "spec.yaml", "--wandb", "online"]).wandb == "online"
     assert parser.parse_args(["reproduce", "iwae-table1", "--wandb"]).wandb == "offline"
     assert parser.parse_args(["reproduce", "iwae-table1"]).wandb == "disabled"
+
+
+def epoch_rows(run_dir: Path) -> list[dict]:
+    """The CSV log's rows of the training epochs' means (``train/loss`` set)."""
+    with open(run_dir / "logs" / "metrics.csv", newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(fh) if row.get("train/loss")]
+
+
+RWS = {"model": {"latent_sizes": [4]}, "module": {"eval_k": [1], "val_k": [1]},
+       "trainer": {"max_epochs": 1, "accelerator": "cpu", "log_every_n_steps": 1}}
+RWS_TERMS = ("wake_theta", "wake_phi", "sleep_phi")
+
+
+@pytest.fixture(scope="module")
+def rws_run(tmp_path_factory):
+    """One reweighted wake-sleep cell (NVIL's and RWS's loss is a surrogate: the bound is logged apart),
+    every step sent to wandb."""
+    out = tmp_path_factory.mktemp("rws")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setenv("WANDB_SILENT", "true")
+        record = run_cell_logged(resolve_config("sbn-rws", "digits", 0, normalise_overrides(RWS, "RWS")), out, "offline", group="grp")
+    assert record["status"] == "completed"
+    run_dir = out / record["run_id"]
+    (wandb_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return record, run_dir, read_run(wandb_file)
+
+
+def test_objective_terms_and_bound_logged_as_epoch_means(rws_run):
+    record, run_dir, run = rws_run
+    (epoch,) = epoch_rows(run_dir)  # one epoch: one row of means in the CSV
+    # the terms sum to the loss (the objective's contract), so their epoch means do too
+    assert sum(epoch[f"train/{t}"] for t in RWS_TERMS) == pytest.approx(epoch["train/loss"], rel=1e-5)
+    assert epoch["train/sleep_phi"] == 0.0  # insomnia 1: wake-phi only
+    # the bound, not the surrogate: L_5 of binary images (< 0), and within 2 nats of the test split's
+    # -L_1 (about 45 nats here; the model moves by less than a nat in its one epoch), where the
+    # surrogate loss is 5 nats off
+    assert epoch["train/bound"] < 0
+    assert abs(-epoch["train/bound"] - record["metrics"]["test/nll_k1"]) < 2
+    assert abs(epoch["train/loss"] - record["metrics"]["test/nll_k1"]) > 2
+    for name in ("loss", "bound", *RWS_TERMS):  # the same means reach wandb
+        assert run["history"][f"train/{name}"] == pytest.approx(epoch[f"train/{name}"], rel=1e-6)
