@@ -3,7 +3,8 @@
 wandb keeps one active run per process and Lightning's ``WandbLogger`` adopts whatever run is
 active, so a process that trains several cells must ``finish()`` each run before the next cell
 starts; otherwise every cell of a worker lands in one run (the VAE's run holding the GAN's FID).
-``run_cell_logged`` does that around :func:`benchmarks.run.run_cell`.
+``run_cell_logged`` does that around :func:`benchmarks.run.run_cell`, and adds the per-step training
+curves (:class:`StepCurves`) that only wandb receives.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+
+from lightning.pytorch.callbacks import Callback
 
 from benchmarks.metric_info import metric_info
 from benchmarks.records import RECORD, read_record
@@ -50,6 +53,26 @@ def define_directions(experiment: Any, names: list[str]) -> None:
             experiment.define_metric(name, summary=SUMMARY[direction])
 
 
+class StepCurves(Callback):
+    """The training values of one step in every ``trainer.log_every_n_steps`` (Lightning's default 50)
+    sent to wandb as ``train/<name>_step``; the CSV keeps its epoch means (``train/<name>``).
+
+    The module keeps its last step's values as detached tensors (``train_step_values``), so the only
+    cost is reading a few scalars once in n steps; Lightning's per-step ``self.log`` is not involved.
+    Modules without ``train_step_values`` (the adversarial one logs its own terms) are left alone.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        self.logger, self.last_step = logger, -1
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        values, step = getattr(pl_module, "train_step_values", None), trainer.global_step
+        if (values and step != self.last_step  # accumulated batches share a step: one point each
+                and step % max(1, trainer.log_every_n_steps) == 0 and trainer.global_rank == 0):
+            self.logger.log_metrics({f"train/{k}_step": float(v) for k, v in values.items()}, step=step)
+            self.last_step = step
+
+
 def run_cell_logged(config: dict, out: str | Path, mode: str = "disabled", group: str = "dgm-bench",
                     **options: Any) -> dict:
     """:func:`run_cell` with its own wandb run when ``mode`` is not ``disabled``; the run is finished
@@ -64,7 +87,7 @@ def run_cell_logged(config: dict, out: str | Path, mode: str = "disabled", group
     loggers = wandb_loggers(mode, group, config, out)
     experiment = loggers[0].experiment  # starts this cell's own run now
     try:
-        record = run_cell(config, out, loggers=loggers, **options)
+        record = run_cell(config, out, loggers=loggers, callbacks=[StepCurves(loggers[0])], **options)
         define_directions(experiment, ["train/loss", *record.get("metrics", {})])
         experiment.summary.update({"status": record["status"], **{
             k: v for k, v in record.get("metrics", {}).items()

@@ -24,7 +24,7 @@ seeds: [0]
 overrides:
   model: {latent_dim: 2, hidden: [16]}
   module: {val_k: [1]}
-  trainer: {max_epochs: 1, accelerator: cpu}
+  trainer: {max_epochs: 1, accelerator: cpu, log_every_n_steps: 5}
 cells:
   - match: {method: vae}
     overrides: {module: {eval_k: [1, 5]}}
@@ -103,7 +103,11 @@ def test_one_wandb_run_per_cell_in_one_process(tmp_path, monkeypatch):
         assert defined[own].min and defined["val/nll_k1"].min and defined["test/active_units"].max
         assert not defined[own].max and "test/kid_std" not in defined
         assert run["artifacts"] == [f"record-{record['run_id']}"]
+        # per-step curves: one point every log_every_n_steps steps, only in wandb
+        assert [r["trainer/global_step"] for r in run["rows"] if "train/loss_step" in r] == \
+            list(range(5, record["steps"] + 1, 5))
         (epoch,) = epoch_rows(run_dir)  # objective terms: the ELBO's bound is minus its loss
+        assert not any(k.endswith("_step") for k in epoch)  # the CSV keeps epoch means only
         assert epoch["train/bound"] == pytest.approx(-epoch["train/loss"], rel=1e-6)
 
 
@@ -157,3 +161,15 @@ def test_objective_terms_and_bound_logged_as_epoch_means(rws_run):
     assert abs(epoch["train/loss"] - record["metrics"]["test/nll_k1"]) > 2
     for name in ("loss", "bound", *RWS_TERMS):  # the same means reach wandb
         assert run["history"][f"train/{name}"] == pytest.approx(epoch[f"train/{name}"], rel=1e-6)
+
+
+def test_per_step_training_curves_average_to_the_epoch_means(rws_run):
+    record, run_dir, run = rws_run
+    steps = [r for r in run["rows"] if "train/loss_step" in r]
+    assert [r["trainer/global_step"] for r in steps] == list(range(1, record["steps"] + 1))  # every step (n=1)
+    (epoch,) = epoch_rows(run_dir)
+    for name in ("loss", "bound", *RWS_TERMS):  # the points are the steps' own values: they average to the epoch's
+        mean = sum(r[f"train/{name}_step"] for r in steps) / len(steps)
+        assert mean == pytest.approx(epoch[f"train/{name}"], rel=1e-5, abs=1e-6)
+    for r in steps:  # and each step's terms sum to that step's loss
+        assert sum(r[f"train/{t}_step"] for t in RWS_TERMS) == pytest.approx(r["train/loss_step"], rel=1e-5)
