@@ -4,7 +4,7 @@ wandb keeps one active run per process and Lightning's ``WandbLogger`` adopts wh
 active, so a process that trains several cells must ``finish()`` each run before the next cell
 starts; otherwise every cell of a worker lands in one run (the VAE's run holding the GAN's FID).
 ``run_cell_logged`` does that around :func:`benchmarks.run.run_cell`, and adds the per-step training
-curves (:class:`StepCurves`) that only wandb receives.
+curves (:class:`StepCurves`) and the grid of samples (:class:`SampleGrid`) that only wandb receives.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from benchmarks.metric_info import metric_info
@@ -73,6 +74,47 @@ class StepCurves(Callback):
             self.last_step = step
 
 
+@torch.no_grad()
+def sample_grid(model: Any, n: int = 64, seed: int = 0) -> torch.Tensor | None:
+    """``n`` samples of ``model`` (drawn under ``seed``, as ``dgm-bench figure samples`` draws them) in
+    one ``uint8`` ``[C, H, W]`` grid, or None where the model cannot sample images."""
+    from torchvision.utils import make_grid
+
+    shape = tuple(getattr(model, "input_shape", ()))
+    shape = (1, *shape) if len(shape) == 2 else shape
+    if not callable(getattr(model, "sample", None)) or len(shape) != 3:
+        return None  # e.g. 2-d points of a toy mixture: no image to show
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    training = model.training
+    model.eval()
+    try:  # the training run's random state is not touched
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            x = model.sample(n)
+    except NotImplementedError:
+        return None
+    finally:
+        model.train(training)
+    grid = make_grid(x.reshape(n, *shape).float().clamp(0, 1).cpu(), nrow=round(n ** 0.5), padding=2, pad_value=1.0)
+    # uint8: wandb casts a float tensor to uint8 without scaling (every pixel 0); one channel stays grey
+    return (grid[:shape[0]] * 255).round().to(torch.uint8)
+
+
+class SampleGrid(Callback):
+    """At test end, a grid of ``n`` model samples logged as the image ``samples`` (WandbLogger.log_image)."""
+
+    def __init__(self, logger: Any, n: int = 64, seed: int = 0) -> None:
+        self.logger, self.n, self.seed = logger, n, seed
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.global_rank != 0:
+            return
+        grid = sample_grid(getattr(pl_module, "model", None), self.n, self.seed)
+        if grid is not None:
+            self.logger.log_image("samples", [grid], step=trainer.global_step,
+                                  caption=[f"{self.n} samples (seed {self.seed}) after {trainer.global_step} steps"])
+
+
 def run_cell_logged(config: dict, out: str | Path, mode: str = "disabled", group: str = "dgm-bench",
                     **options: Any) -> dict:
     """:func:`run_cell` with its own wandb run when ``mode`` is not ``disabled``; the run is finished
@@ -87,7 +129,8 @@ def run_cell_logged(config: dict, out: str | Path, mode: str = "disabled", group
     loggers = wandb_loggers(mode, group, config, out)
     experiment = loggers[0].experiment  # starts this cell's own run now
     try:
-        record = run_cell(config, out, loggers=loggers, callbacks=[StepCurves(loggers[0])], **options)
+        record = run_cell(config, out, loggers=loggers, callbacks=[StepCurves(loggers[0]), SampleGrid(loggers[0])],
+                          **options)
         define_directions(experiment, ["train/loss", *record.get("metrics", {})])
         experiment.summary.update({"status": record["status"], **{
             k: v for k, v in record.get("metrics", {}).items()

@@ -173,3 +173,29 @@ def test_per_step_training_curves_average_to_the_epoch_means(rws_run):
         assert mean == pytest.approx(epoch[f"train/{name}"], rel=1e-5, abs=1e-6)
     for r in steps:  # and each step's terms sum to that step's loss
         assert sum(r[f"train/{t}_step"] for t in RWS_TERMS) == pytest.approx(r["train/loss_step"], rel=1e-5)
+
+
+def test_sample_grid_logged_as_an_image(rws_run):
+    """The image ``samples`` is exactly the grid of 64 samples of the trained model drawn under seed 0
+    (what ``dgm-bench figure samples RUN`` draws), one 8x8 digit per tile."""
+    import torch
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from benchmarks.figures.latent_usage import load_run
+
+    _, run_dir, run = rws_run
+    (logged,) = [{k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("samples/")}  # a nested key
+                 for r in run["rows"] if "samples/_type" in r]
+    assert logged["_type"] == "images/separated" and logged["count"] == 1
+    (name,) = logged["filenames"]
+    (png,) = run_dir.glob(f"wandb/offline-run-*/files/{name}")
+    image = torch.from_numpy(__import__("numpy").asarray(Image.open(png)))
+    assert image.shape == (8 * (8 + 2) + 2,) * 2  # 8 by 8 tiles of 8x8 pixels, 2-pixel borders; grey
+    _, module, _ = load_run(run_dir)  # the tested weights (last.ckpt: no early stopping)
+    torch.manual_seed(0)
+    x = module.model.sample(64).view(64, 1, 8, 8)
+    expected = (make_grid(x.float().clamp(0, 1), nrow=8, padding=2, pad_value=1.0)[0] * 255).round().to(torch.uint8)
+    assert torch.equal(image, expected)
+    tiles = image[2:, 2:].unfold(0, 8, 10).unfold(1, 8, 10)  # [8, 8, 8, 8]: no two samples alike
+    assert len({t.numpy().tobytes() for t in tiles.reshape(64, 8, 8)}) > 32
