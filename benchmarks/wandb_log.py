@@ -26,9 +26,10 @@ MODES = ("offline", "online", "disabled")
 SUMMARY = {"lower": "min", "higher": "max"}
 
 
-def add_wandb_argument(parser: argparse.ArgumentParser, group_help: str) -> None:
+def add_wandb_argument(parser: argparse.ArgumentParser, group_help: str,
+                       what: str = "log each cell as its own Weights & Biases run") -> None:
     parser.add_argument("--wandb", nargs="?", const="offline", default="disabled", choices=MODES,
-                        help=f"log each cell as its own Weights & Biases run, {group_help} (bare --wandb: offline, "
+                        help=f"{what}, {group_help} (bare --wandb: offline, "
                              "which needs no account; `wandb sync` uploads later)")
 
 
@@ -146,3 +147,40 @@ def run_cell_logged(config: dict, out: str | Path, mode: str = "disabled", group
     finally:
         experiment.finish()
     return record
+
+
+#: typed columns of ``leaderboard.csv`` (the rest are text); empty cells become None
+_LEADERBOARD_TYPES = {"n": int, "mean": float, "std": float, "ci95_low": float, "ci95_high": float, "best": bool}
+
+
+def log_leaderboard(root: str | Path, mode: str, group: str, current: set[str] | None = None,
+                    out: str | Path | None = None) -> str | None:
+    """The leaderboard of the records under ``root`` (the rows of ``leaderboard.csv``: one per table,
+    configuration and metric) as the wandb Table ``leaderboard`` of a run of its own
+    (``job_type="leaderboard"``, in ``group``); its files go under ``out`` (default ``root``).
+    Return the run's id, or None when ``mode`` is ``disabled``."""
+    if mode == "disabled":
+        return None
+    if mode not in MODES:
+        raise ValueError(f"--wandb {mode!r} is not valid; choose one of: {', '.join(MODES)}")
+    import csv
+    import io
+
+    import wandb
+
+    from benchmarks.leaderboard import build_leaderboard, render_csv
+
+    header, *lines = list(csv.reader(io.StringIO(render_csv(build_leaderboard(root, current)))))
+    rows = [[None if v == "" and k in _LEADERBOARD_TYPES else
+             bool(int(v)) if _LEADERBOARD_TYPES.get(k) is bool else _LEADERBOARD_TYPES.get(k, str)(v)
+             for k, v in zip(header, line)] for line in lines]
+    save_dir = Path(out or root)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "dgm-bench"), group=group, job_type="leaderboard",
+                     name=f"leaderboard-{group}", dir=str(save_dir), mode=mode,
+                     config={"records": str(root), "spec_configurations": len(current) if current else None})
+    try:
+        run.log({"leaderboard": wandb.Table(columns=header, data=rows)})
+        return run.id
+    finally:
+        run.finish()

@@ -71,7 +71,7 @@ def read_run(path: Path, timeout_s: float = 120.0) -> dict:
         kind = rec.WhichOneof("record_type")
         if kind == "run":
             out["names"].append(rec.run.display_name)
-            out["group"] = rec.run.run_group
+            out["group"], out["job_type"] = rec.run.run_group, rec.run.job_type
         elif kind == "history":  # rows: every logged row; history: each key's last value
             out["rows"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
             out["history"].update(out["rows"][-1])
@@ -108,6 +108,31 @@ def test_one_wandb_run_per_cell_in_one_process(tmp_path, monkeypatch):
             list(range(5, record["steps"] + 1, 5))
         (epoch,) = epoch_rows(run_dir)  # objective terms: the ELBO's bound is minus its loss
         assert not any(k.endswith("_step") for k in epoch)  # the CSV keeps epoch means only
+
+    # the leaderboard as a wandb Table, in a run of its own: at the end of `matrix --wandb` (the cells
+    # are done, so they are skipped and get no second run) and from `leaderboard DIR --wandb`
+    from benchmarks.cli import main
+
+    assert main(["matrix", str(spec), "--out", str(tmp_path / "out"), "--wandb"]) == 0
+    assert main(["leaderboard", str(tmp_path / "out"), "--out", str(tmp_path / "board"), "--wandb"]) == 0
+    for record in records:
+        assert len(list((tmp_path / "out" / record["run_id"]).glob("wandb/offline-run-*/run-*.wandb"))) == 1
+    with open(tmp_path / "board" / "leaderboard.csv", newline="") as fh:
+        expected = list(csv.DictReader(fh))
+    assert {r["configuration"].split()[0] for r in expected} == {"vae", "iwae"} and len(expected) > 10
+    for folder, group in [(tmp_path / "out", "spec"), (tmp_path / "board", "out")]:  # the spec's, DIR's name
+        (wandb_file,) = folder.glob("wandb/offline-run-*/run-*.wandb")
+        board = read_run(wandb_file)
+        assert board["job_type"] == "leaderboard" and board["group"] == group
+        assert board["history"]["leaderboard/_type"] == "table-file"
+        (table_file,) = wandb_file.parent.glob(f"files/{board['history']['leaderboard/path']}")
+        table = json.loads(table_file.read_text())
+        assert table["columns"] == list(expected[0])
+        rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+        assert len(rows) == len(expected)
+        for got, want in zip(rows, expected):  # the same rows, numbers as numbers
+            assert (got["configuration"], got["metric"], got["n"]) == (want["configuration"], want["metric"], int(want["n"]))
+            assert got["mean"] == float(want["mean"]) and got["best"] == bool(int(want["best"]))
         assert epoch["train/bound"] == pytest.approx(-epoch["train/loss"], rel=1e-6)
 
 
