@@ -1,6 +1,7 @@
 """Weights & Biases, offline (no account): every cell of a matrix gets its own wandb run, even when
 one process trains them one after another, holding that cell's metrics and no other's, with the
-metric directions declared and the record attached.
+metric directions declared and the record attached; per-step training curves, the objective's terms
+and bound, a sample grid, and the leaderboard as a wandb Table in a run of its own.
 
 The runs are read back from wandb's own transaction log (``run-<id>.wandb``: a leveldb-style log of
 ``wandb_internal_pb2.Record`` protobufs, which is what ``wandb sync`` uploads)."""
@@ -136,7 +137,7 @@ def test_one_wandb_run_per_cell_in_one_process(tmp_path, monkeypatch):
         assert epoch["train/bound"] == pytest.approx(-epoch["train/loss"], rel=1e-6)
 
 
-def test_wandb_flag_on_run_matrix_and_reproduce():
+def test_wandb_flag_on_run_matrix_reproduce_and_leaderboard():
     from benchmarks.cli import build_parser
 
     parser = build_parser()
@@ -144,6 +145,8 @@ def test_wandb_flag_on_run_matrix_and_reproduce():
     assert parser.parse_args(["matrix", "spec.yaml", "--wandb", "online"]).wandb == "online"
     assert parser.parse_args(["reproduce", "iwae-table1", "--wandb"]).wandb == "offline"
     assert parser.parse_args(["reproduce", "iwae-table1"]).wandb == "disabled"
+    assert parser.parse_args(["leaderboard", "runs", "--wandb"]).wandb == "offline"
+    assert parser.parse_args(["leaderboard", "runs"]).wandb == "disabled"
 
 
 def epoch_rows(run_dir: Path) -> list[dict]:
@@ -224,3 +227,41 @@ def test_sample_grid_logged_as_an_image(rws_run):
     assert torch.equal(image, expected)
     tiles = image[2:, 2:].unfold(0, 8, 10).unfold(1, 8, 10)  # [8, 8, 8, 8]: no two samples alike
     assert len({t.numpy().tobytes() for t in tiles.reshape(64, 8, 8)}) > 32
+
+
+REPRO = """
+name: tiny
+title: a two-cell reproduction on digits
+matrix:
+  methods: [vae, iwae]
+  datasets: [digits]
+  seeds: [0]
+  overrides:
+    model: {latent_dim: 2, hidden: [16]}
+    module: {eval_k: [1], val_k: [1]}
+    trainer: {max_epochs: 1, limit_train_batches: 3, accelerator: cpu}
+budgets:
+  paper: {description: paper}
+  cpu: {description: cpu}
+  smoke: {description: smoke}
+published:
+  - {label: VAE, match: {method: vae}, source: "nowhere", metric: test/nll_k1}
+"""
+
+
+def test_reproduce_wandb_logs_each_cell_and_the_leaderboard_table(tmp_path, monkeypatch):
+    from benchmarks.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(REPRO)
+    assert main(["reproduce", str(spec), "--budget", "smoke", "--out", str(tmp_path), "--wandb"]) == 0
+    cells = sorted((tmp_path / "tiny" / "runs").glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert len(cells) == 2 and all(read_run(f)["job_type"] in ("vae", "iwae") for f in cells)
+    (board_file,) = (tmp_path / "tiny").glob("wandb/offline-run-*/run-*.wandb")
+    board = read_run(board_file)
+    assert (board["job_type"], board["group"]) == ("leaderboard", "tiny")
+    (table_file,) = board_file.parent.glob(f"files/{board['history']['leaderboard/path']}")
+    rows = [dict(zip(t["columns"], r)) for t in [json.loads(table_file.read_text())] for r in t["data"]]
+    assert {(r["configuration"], r["metric"]) for r in rows} >= {("vae", "test/nll_k1"), ("iwae", "test/nll_k1")}
