@@ -191,6 +191,21 @@ def test_objective_terms_and_bound_logged_as_epoch_means(rws_run):
         assert run["history"][f"train/{name}"] == pytest.approx(epoch[f"train/{name}"], rel=1e-6)
 
 
+def test_semi_supervised_logs_the_bound_not_its_negation(tmp_path):
+    """M2's objective names ``-bound`` "bound" among its terms; ``train/bound`` is the bound itself
+    (as for every method), and loss = -bound + classification, so their epoch means obey it too."""
+    from benchmarks.run import run_cell
+
+    config = resolve_config("m2", "digits", 0, normalise_overrides({
+        "data": {"labelled_fraction": 0.3}, "module": {"eval_k": [1], "val_k": [1]},
+        "trainer": {"max_epochs": 1, "limit_train_batches": 4, "accelerator": "cpu"}}, "m2"))
+    record = run_cell(config, tmp_path, enable_progress_bar=False)
+    assert record["status"] == "completed", record["error"]
+    (epoch,) = epoch_rows(tmp_path / record["run_id"])
+    assert epoch["train/bound"] < 0 < epoch["train/classification"]
+    assert epoch["train/loss"] == pytest.approx(-epoch["train/bound"] + epoch["train/classification"], rel=1e-5)
+
+
 def test_per_step_training_curves_average_to_the_epoch_means(rws_run):
     record, run_dir, run = rws_run
     steps = [r for r in run["rows"] if "train/loss_step" in r]
