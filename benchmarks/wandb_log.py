@@ -24,6 +24,8 @@ from benchmarks.run import run_cell, run_id
 MODES = ("offline", "online", "disabled")
 #: wandb's summary aggregation for each direction ("min" keeps the best epoch's value)
 SUMMARY = {"lower": "min", "higher": "max"}
+#: the training curves' directions (epoch means); the bound is a log-likelihood bound
+TRAIN_DIRECTIONS = {"train/loss": "lower", "train/bound": "higher"}
 
 
 def add_wandb_argument(parser: argparse.ArgumentParser, group_help: str,
@@ -50,7 +52,7 @@ def define_directions(experiment: Any, names: list[str]) -> None:
     metric has a declared direction. Exact names, not globs: Lightning's WandbLogger defines the
     glob ``*`` (its step axis), and which of two matching globs wandb applies is not defined."""
     for name in names:
-        direction = "lower" if name == "train/loss" else metric_info(name).direction
+        direction = TRAIN_DIRECTIONS.get(name) or metric_info(name).direction
         if direction is not None:
             experiment.define_metric(name, summary=SUMMARY[direction])
 
@@ -132,7 +134,7 @@ def run_cell_logged(config: dict, out: str | Path, mode: str = "disabled", group
     try:
         record = run_cell(config, out, loggers=loggers, callbacks=[StepCurves(loggers[0]), SampleGrid(loggers[0])],
                           **options)
-        define_directions(experiment, ["train/loss", *record.get("metrics", {})])
+        define_directions(experiment, [*TRAIN_DIRECTIONS, *record.get("metrics", {})])
         experiment.summary.update({"status": record["status"], **{
             k: v for k, v in record.get("metrics", {}).items()
             if k.startswith("test/") and isinstance(v, (int, float)) and math.isfinite(v)}})

@@ -187,6 +187,7 @@ def test_objective_terms_and_bound_logged_as_epoch_means(rws_run):
     assert epoch["train/bound"] < 0
     assert abs(-epoch["train/bound"] - record["metrics"]["test/nll_k1"]) < 2
     assert abs(epoch["train/loss"] - record["metrics"]["test/nll_k1"]) > 2
+    assert run["defined"]["train/bound"].max and run["defined"]["train/loss"].min  # directions
     for name in ("loss", "bound", *RWS_TERMS):  # the same means reach wandb
         assert run["history"][f"train/{name}"] == pytest.approx(epoch[f"train/{name}"], rel=1e-6)
 
