@@ -155,6 +155,13 @@ def run_cell_logged(config: dict, out: str | Path, mode: str = "disabled", group
 _LEADERBOARD_TYPES = {"n": int, "mean": float, "std": float, "ci95_low": float, "ci95_high": float, "best": bool}
 
 
+def _typed(column: str, text: str) -> Any:
+    kind = _LEADERBOARD_TYPES.get(column, str)
+    if kind is str:
+        return text
+    return None if text == "" else bool(int(text)) if kind is bool else kind(text)
+
+
 def log_leaderboard(root: str | Path, mode: str, group: str, current: set[str] | None = None,
                     out: str | Path | None = None) -> str | None:
     """The leaderboard of the records under ``root`` (the rows of ``leaderboard.csv``: one per table,
@@ -173,9 +180,7 @@ def log_leaderboard(root: str | Path, mode: str, group: str, current: set[str] |
     from benchmarks.leaderboard import build_leaderboard, render_csv
 
     header, *lines = list(csv.reader(io.StringIO(render_csv(build_leaderboard(root, current)))))
-    rows = [[None if v == "" and k in _LEADERBOARD_TYPES else
-             bool(int(v)) if _LEADERBOARD_TYPES.get(k) is bool else _LEADERBOARD_TYPES.get(k, str)(v)
-             for k, v in zip(header, line)] for line in lines]
+    rows = [[_typed(column, text) for column, text in zip(header, line)] for line in lines]
     save_dir = Path(out or root)
     save_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=os.environ.get("WANDB_PROJECT", "dgm-bench"), group=group, job_type="leaderboard",

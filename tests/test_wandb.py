@@ -222,6 +222,7 @@ def test_per_step_training_curves_average_to_the_epoch_means(rws_run):
 def test_sample_grid_logged_as_an_image(rws_run):
     """The image ``samples`` is exactly the grid of 64 samples of the trained model drawn under seed 0
     (what ``dgm-bench figure samples RUN`` draws), one 8x8 digit per tile."""
+    import numpy
     import torch
     from PIL import Image
     from torchvision.utils import make_grid
@@ -234,7 +235,7 @@ def test_sample_grid_logged_as_an_image(rws_run):
     assert logged["_type"] == "images/separated" and logged["count"] == 1
     (name,) = logged["filenames"]
     (png,) = run_dir.glob(f"wandb/offline-run-*/files/{name}")
-    image = torch.from_numpy(__import__("numpy").asarray(Image.open(png)))
+    image = torch.tensor(numpy.array(Image.open(png)))
     assert image.shape == (8 * (8 + 2) + 2,) * 2  # 8 by 8 tiles of 8x8 pixels, 2-pixel borders; grey
     _, module, _ = load_run(run_dir)  # the tested weights (last.ckpt: no early stopping)
     torch.manual_seed(0)
