@@ -108,6 +108,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     # records another version of the spec left in the folder are shown apart, never averaged in
     print(write_leaderboard(out, current={config_fingerprint(c.config) for c in cells}))
     print(f"leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'runs.csv'}")
+    if args.wandb != "disabled":
+        from benchmarks.wandb_log import log_leaderboard
+
+        log_leaderboard(out, args.wandb, group=name, current={config_fingerprint(c.config) for c in cells})
     return 0 if all(r and r["status"] in ("completed", "diverged") for r in records) else 1
 
 
@@ -121,6 +125,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
         current = {config_fingerprint(c.config) for c in load_spec(args.spec)[1]}
     print(write_leaderboard(args.dir, args.out, current=current, html=args.html))
+    if args.wandb != "disabled":
+        from benchmarks.wandb_log import log_leaderboard
+
+        log_leaderboard(args.dir, args.wandb, group=Path(args.dir).resolve().name, current=current, out=args.out)
     return 0
 
 
@@ -186,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--spec", help="the matrix spec being tabulated: records of other configurations are shown "
                                       "apart (default: every configuration found is tabulated)")
     board.add_argument("--html", metavar="DIR", help="also write a static HTML page of the leaderboard there")
+    add_wandb_argument(board, "job_type 'leaderboard', grouped by DIR's name",
+                       what="also log the leaderboard's rows as a Weights & Biases Table in a run of its own")
     board.set_defaults(fn=cmd_leaderboard)
 
     figure = sub.add_parser("figure", help="figures made from run folders").add_subparsers(dest="figure", required=True)

@@ -408,6 +408,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     devices = [" ".join(str(v) for k, v in (r.get("device") or {}).items() if k in ("accelerator", "gpu"))
                for r in records if r]
     print(write_table(out, repro, rows, command, time.perf_counter() - t0, devices))
+    if args.wandb != "disabled":  # the leaderboard of the reproduction's runs, as a wandb Table
+        from benchmarks.fingerprint import config_fingerprint
+        from benchmarks.records import RECORD
+        from benchmarks.wandb_log import log_leaderboard
+
+        if any((out / "runs").rglob(RECORD)):
+            log_leaderboard(out / "runs", args.wandb, group=repro.name, out=out,
+                            current={config_fingerprint(c.config) for c in repro.cells})
     print(f"table: {out / 'table.md'}, {out / 'table.csv'}" + (f"; figure: {figure}" if figure else "")
           + (f"; convergence: {curve}" if curve else ""))
     return 0 if all(r and r["status"] in ("completed", "diverged") for r in records) else 1

@@ -30,9 +30,7 @@ class SemiSupervisedMethod(VariationalMethod):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.objective(self.model, batch.x, batch.y)
         check_finite(out.loss, self.global_step)
-        self.log("train/loss", out.loss, prog_bar=True)
-        for name, value in out.terms.items():
-            self.log(f"train/{name}", value)
+        self.accumulate_train(out)  # epoch means as every variational method; train/bound is the bound, not -bound
         return out.loss
 
     def _accuracy(self, metric: MulticlassAccuracy, batch: Batch) -> None:

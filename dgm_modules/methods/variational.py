@@ -13,7 +13,7 @@ from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
 from dgm_modules.methods.base import check_finite
 from dgm_modules.methods.schedules import LR_SCHEDULES
 from dgm_modules.models.base import LatentVariableModel
-from dgm_modules.objectives.base import Objective
+from dgm_modules.objectives.base import Objective, ObjectiveOutput
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -44,8 +44,9 @@ class VariationalMethod(L.LightningModule):
         self.lr_schedule = lr_schedule
         objective.check_model(model)
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
-        self.register_buffer("_loss_sum", torch.zeros(()), persistent=False)
-        self._loss_count = 0
+        self._train_sums: dict[str, torch.Tensor] = {}  # detached running sums of the epoch's train values
+        self._train_count = 0
+        self.train_step_values: dict[str, torch.Tensor] = {}  # the last step's values (per-step curves)
         self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed)
         self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed)
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
@@ -59,17 +60,29 @@ class VariationalMethod(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.objective(self.model, batch.x)
         check_finite(out.loss, self.global_step)
-        self._loss_sum += out.loss.detach()
-        self._loss_count += 1
+        self.accumulate_train(out)
         return out.loss
+
+    def accumulate_train(self, out: ObjectiveOutput) -> None:
+        """Add this step's loss, objective terms and mean bound (``train/bound``: what NVIL's or RWS's
+        surrogate loss does not show) to the epoch's sums; detached, no host sync."""
+        values = {name: value.detach() for name, value in out.terms.items()}
+        values["loss"] = out.loss.detach()
+        if out.bound is not None:  # the bound being optimised wins over a term of the same name
+            values["bound"] = out.bound.detach().float().mean()
+        for name, value in values.items():
+            self._train_sums[name] = self._train_sums[name] + value if name in self._train_sums else value
+        self._train_count += 1
+        self.train_step_values = values
 
     def on_train_epoch_end(self) -> None:
         # Logged once an epoch: Lightning's per-step self.log costs ~2 ms a step on small models,
         # more than the step itself at batch size 20.
-        if self._loss_count:
-            self.log("train/loss", self._loss_sum / self._loss_count, prog_bar=True, sync_dist=True)
-        self._loss_sum.zero_()
-        self._loss_count = 0
+        if self._train_count:
+            for name, total in self._train_sums.items():
+                self.log(f"train/{name}", total / self._train_count, prog_bar=name == "loss", sync_dist=True)
+        self._train_sums = {}
+        self._train_count = 0
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.val_eval.update(self.model, batch.x, batch.index)
