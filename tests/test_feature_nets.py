@@ -1,7 +1,6 @@
 """The shipped FID/KID feature networks: checksums, accuracy on real test data, tampering, and a
 run that makes a missing network before it trains."""
 import json
-import os
 import shutil
 
 import lightning as L
@@ -30,10 +29,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def real_test_split(name: str):
-    if not os.environ.get("DGM_BENCH_DATA"):
-        pytest.skip("DGM_BENCH_DATA is not set: no real MNIST / Fashion-MNIST here")
-    dm = grey_datamodule(name)
+def real_test_split(name: str, data_dir):
+    dm = grey_datamodule(name, data_dir=str(data_dir))
     try:
         dm.setup("test")
     except FileNotFoundError as err:
@@ -56,8 +53,8 @@ def test_shipped_files_match_the_published_checksums(name):
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_shipped_networks_reach_their_accuracy_on_the_real_test_split(name):
-    dm = real_test_split(name)
+def test_shipped_networks_reach_their_accuracy_on_the_real_test_split(name, shared_data):
+    dm = real_test_split(name, shared_data)
     net, meta = load_classifier(name)
     acc = accuracy(net, dm.test_x, dm.test_y)
     assert acc >= TARGETS[name]
@@ -157,8 +154,8 @@ def test_a_run_without_fid_makes_no_network(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_fid_of_two_halves_of_the_test_split_is_small_against_noise(name):
-    dm = real_test_split(name)
+def test_fid_of_two_halves_of_the_test_split_is_small_against_noise(name, shared_data):
+    dm = real_test_split(name, shared_data)
     extractor = classifier_features(name)
     x = dm.test_x
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
