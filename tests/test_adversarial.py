@@ -22,12 +22,7 @@ SMALL_MODEL = {"init_args": {"latent_dim": 8, "hidden": [32, 32]}}
 METHODS = ["gan", "dcgan", "vae-gan", "vae-perceptual", "vae"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small convolutions: one thread beats oversubscribed ones
 
 
 @pytest.fixture(scope="module")

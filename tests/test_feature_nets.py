@@ -21,12 +21,7 @@ from dgm_modules.evaluation.feature_nets import (META, PUBLISHED_SHA256, SHIPPED
 TARGETS = {"mnist": 0.99, "fashion-mnist": 0.90}  # test accuracy each shipped network must reach
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small convolutions: one thread beats oversubscribed ones
 
 
 def real_test_split(name: str, data_dir):

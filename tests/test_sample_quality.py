@@ -15,13 +15,7 @@ from dgm_modules.evaluation.feature_nets import (WEIGHTS, WEIGHTS_ENV, FeatureNe
 from dgm_modules.evaluation.sample_quality import fid_kid, real_statistics
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions on a shared machine: one thread is faster than oversubscribed ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small convolutions: one thread beats oversubscribed ones
 
 
 @pytest.fixture(scope="module")
