@@ -21,6 +21,7 @@ class Metric:
 
 
 METRICS: tuple[Metric, ...] = (
+    Metric("nll_ais", "lower", "nats", 2, "-log p(x) by forward AIS (steps and chains in the run's ais config)"),
     Metric("nll", "lower", "nats", 2, "-L_k on the test split (k in the name)"),
     Metric("bpd", "lower", "bits/dim", 3, "-L_k in bits per dimension"),
     Metric("fid", "lower", "", 2, "Frechet distance in the named feature network's space"),
@@ -31,6 +32,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("active_units", "higher", "units", 1, "latent dimensions with Cov_x(E_q[z|x]) > 0.01"),
     Metric("snr", "higher", "", 3, "gradient signal-to-noise ratio"),
     Metric("kid_std", None, "", 2, "spread of the KID subsets (not a score)"),
+    Metric("bdmc_gap", None, "nats", 2, "reverse minus forward AIS on simulated data: AIS's own error (not a score)"),
+    Metric("ais_seconds", None, "s", 1, "wall time of the AIS estimate (its cost)"),
+    Metric("bdmc_seconds", None, "s", 1, "wall time of the BDMC check (its cost)"),
     Metric("components_used", None, "components", 1, "components with weight above the threshold (not a score)"),
 )
 UNKNOWN = Metric("", None, "", 3, "not declared in benchmarks/metric_info.METRICS: no direction")

@@ -159,8 +159,11 @@ def test_metric_table_directions_units_and_order():
     assert metric_info("test/active_units").direction == "higher"
     assert metric_info("test/active_units_h2").direction == "higher"  # per stochastic layer
     assert metric_info("test/something_new").direction is None
-    names = ["test/neg_elbo", "test/knn_error_k5", "test/nll_k1", "test/fid_n100 [n:1]", "test/nll_k5000"]
-    assert sorted(names, key=sort_key) == ["test/nll_k5000", "test/nll_k1", "test/fid_n100 [n:1]",
+    assert metric_info("test/nll_ais").direction == "lower" and metric_info("test/nll_ais").unit == "nats"
+    assert metric_info("test/bdmc_gap").direction is None and metric_info("test/ais_seconds").unit == "s"
+    names = ["test/neg_elbo", "test/knn_error_k5", "test/nll_k1", "test/fid_n100 [n:1]", "test/nll_k5000",
+             "test/nll_ais"]
+    assert sorted(names, key=sort_key) == ["test/nll_ais", "test/nll_k5000", "test/nll_k1", "test/fid_n100 [n:1]",
                                            "test/neg_elbo", "test/knn_error_k5"]
 
 
