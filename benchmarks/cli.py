@@ -73,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     record = run_cell_logged(config, args.out, args.wandb, group="run", enable_progress_bar=sys.stderr.isatty())
     print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
                      indent=2, default=str))
-    print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
+    if (Path(args.out) / record["run_id"] / "record.json").exists():  # a full disk may have kept it from being written
+        print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
     if signals.requested():
         return signals.exit_code(signals.requested())
     return 0 if record["status"] == "completed" else 1
@@ -245,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"dgm-bench: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full or read-only disk while writing tables, a lost mount: one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"dgm-bench: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     finally:
         signals.restore(saved)
 
