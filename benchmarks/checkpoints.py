@@ -31,15 +31,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with open(tmp, "wb") as fh:
+                    torch.save(checkpoint, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except (OSError, RuntimeError) as err:
+                cause = os_error_in(err)
+                if cause is None:
+                    raise
+                # torch's writer reports a full disk as "unexpected pos": name the errno and the file
+                raise OSError(cause.errno, cause.strerror, str(path)) from None
             if path.name == LAST and path.exists():
                 os.replace(path, path.with_name(PREVIOUS))  # in between, PREVIOUS alone is a resume point
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def os_error_in(err: BaseException | None) -> OSError | None:
+    """The first OSError with an errno in ``err``'s chain of causes and contexts, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def problem(path: str | Path) -> str | None:

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     record = run_cell_logged(config, args.out, args.wandb, group="run", enable_progress_bar=sys.stderr.isatty())
     print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
                      indent=2, default=str))
-    print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
+    if (Path(args.out) / record["run_id"] / "record.json").exists():  # a full disk may have kept it from being written
+        print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
     if signals.requested():
         return signals.exit_code(signals.requested())
     return 0 if record["status"] == "completed" else 1
@@ -157,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.wandb_log import add_wandb_argument
 
     parser = argparse.ArgumentParser(prog="dgm-bench", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered methods, datasets, models and objectives").set_defaults(fn=cmd_list)
 
@@ -230,7 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.reproduce import add_parser as add_reproduce_parser
 
     add_reproduce_parser(sub)
+    for command in sub.choices.values():  # also after the command: `dgm-bench matrix spec.yaml --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+DEBUG_HELP = "on an error, print the full traceback (without it, errors are one line)"
+
+
+def report(err: BaseException, message: str, code: int, debug: bool) -> int:
+    """One line on stderr; with ``--debug`` the traceback first."""
+    if debug:
+        traceback.print_exception(err, file=sys.stderr)
+    print(f"dgm-bench: error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,11 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import signals
 
     saved = signals.current_handlers()  # run and matrix install their own; a caller (a test) gets its back
+    debug = args.debug
     try:
         return args.fn(args)
     except (ConfigError, FileNotFoundError) as err:
-        print(f"dgm-bench: error: {err}", file=sys.stderr)
-        return 2
+        return report(err, str(err), 2, debug)
+    except OSError as err:  # a full or read-only disk while writing tables, a lost mount: one line
+        where = f"{err.filename}: " if err.filename else ""
+        return report(err, f"{where}{err.strerror or err}", 1, debug)
+    except Exception as err:  # noqa: BLE001 -- not foreseen: still one line unless --debug asks for more
+        hint = "" if debug else " (an unexpected error; run again with --debug for the traceback)"
+        return report(err, f"{type(err).__name__}: {' '.join(str(err).split())}{hint}", 1, debug)
     finally:
         signals.restore(saved)
 

@@ -1,6 +1,7 @@
 """Train and score one (method, dataset, seed, setting) cell and write its record."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -17,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from benchmarks import signals
 from benchmarks.ais import ais_callbacks
 from benchmarks.callbacks import check_module, gradvar_callback
-from benchmarks.checkpoints import AtomicCheckpointIO, IdentityCallback, resume_point
+from benchmarks.checkpoints import AtomicCheckpointIO, IdentityCallback, os_error_in, resume_point
 from benchmarks.config import build
 from benchmarks.csvlog import AppendingCSVLogger
 from benchmarks.curves import curve_callbacks
@@ -145,16 +146,38 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
     except DivergedError as err:
         record.update(status="diverged", error={"type": "DivergedError", "message": str(err), "step": err.step})
     except Exception as err:  # noqa: BLE001 -- any failure is recorded and the matrix goes on
-        log.exception("run %s failed", run_dir.name)
-        record.update(status="failed", error={"type": type(err).__name__, "message": str(err),
-                                              "step": trainer.global_step, "traceback": traceback.format_exc()})
+        full = os_error_in(err)
+        if full is not None and full.errno in DISK_ERRNOS:  # the disk, not the code: one line, no traceback
+            record.update(status="failed", error={**disk_error(full, full.filename), "step": trainer.global_step})
+            log.error("run %s failed: %s", run_dir.name, record["error"]["message"])
+        else:
+            log.exception("run %s failed", run_dir.name)
+            record.update(status="failed", error={"type": type(err).__name__, "message": str(err),
+                                                  "step": trainer.global_step, "traceback": traceback.format_exc()})
     record.update(
         protocol=protocol_of(datamodule, module), steps=trainer.global_step,
         epochs=trainer.current_epoch, wall_time_s=round(time.perf_counter() - t0, 3),
         device=device_description(trainer), finished_at=datetime.now(timezone.utc).isoformat())
     if trainer.global_rank == 0:
-        write_json_atomic(run_dir / RECORD, record)
+        try:
+            write_json_atomic(run_dir / RECORD, record)
+        except OSError as err:  # the result is reported, not saved; a re-run resumes from the checkpoint
+            if err.errno not in DISK_ERRNOS:
+                raise
+            record.update(status="failed", error={**disk_error(err, run_dir / RECORD), "step": trainer.global_step,
+                                                  "unsaved_status": record["status"]})
+            log.error("run %s failed: %s", run_dir.name, record["error"]["message"])
     return record
+
+
+#: errors of the output folder's disk: full, over quota, read-only
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def disk_error(err: OSError, path: Any) -> dict:
+    return {"type": "DiskFull" if err.errno != errno.EROFS else "ReadOnly",
+            "message": f"cannot write {path}: {err.strerror}; free space (or choose another --out) and run again: "
+                       "completed cells are kept and this one resumes from its last checkpoint"}
 
 
 def _val_metrics(trainer: L.Trainer) -> dict[str, float]:

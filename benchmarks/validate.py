@@ -8,6 +8,8 @@ one line naming the spec file, the cell and the option.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -74,6 +76,26 @@ def check_cells(cells: Iterable[Any], where: str, trainer: bool = True) -> None:
 
 
 def check_out_dir(out: str | Path, option: str = "--out") -> None:
+    """The output folder, or the nearest folder above it that exists, must take a new file.
+
+    Writability is found by writing (a byte, into a probe file removed at once): permission bits
+    say nothing for root, a read-only mount or a full disk."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path} is a file; give a folder for the run records (it may not exist yet)")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{option} {path}: {existing} is a file, so no folder can be made under it; give a folder path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".dgm-bench-write-test.", dir=existing)
+        try:
+            os.write(fd, b"x")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"{option} {path}: cannot write in {existing} ({err.strerror}); "
+                          "give a folder you can write to") from None

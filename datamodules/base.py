@@ -11,7 +11,7 @@ from typing import Iterator, Literal, NamedTuple
 import lightning as L
 import torch
 
-from datamodules.paths import resolve_data_dir
+from datamodules.paths import DataFileError, resolve_data_dir
 
 Binarization = Literal["dynamic", "fixed", "none"]
 #: offset of the labelled-subset generator's seed, far from every shuffle seed (seed * 100_003 + epoch)
@@ -136,6 +136,8 @@ class TensorDataModule(L.LightningDataModule):
         if self.train_x is not None:
             return
         splits = self.load_splits()
+        for split, (x, _) in splits.items():
+            self._check_values(split, x)
         train_x, train_y = splits["train"]
         if "val" in splits:
             (self.val_x, self.val_y) = splits["val"]
@@ -166,6 +168,23 @@ class TensorDataModule(L.LightningDataModule):
             self.train_x = torch.bernoulli(self.train_x, generator=gen)
         if self.binarization != "none":
             self.val_x, self.test_x = (torch.bernoulli(t, generator=gen) for t in (self.val_x, self.test_x))
+
+    def _check_values(self, split: str, x: torch.Tensor) -> None:
+        """Finite values, and in [0, 1] where they are Bernoulli means: found here, not as a NaN loss
+        or a ``bernoulli`` error after some training."""
+        where = f"{self.name} ({type(self).__module__}.{type(self).__qualname__}, data in {self.data_dir}): {split} split"
+        if not x.numel():
+            return
+        lo, hi = (float(v) for v in torch.aminmax(x))  # one pass; a NaN or inf anywhere shows in these
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            bad = ~torch.isfinite(x)
+            first = tuple(int(i) for i in bad.nonzero()[0])
+            raise DataFileError(f"{where} holds {int(bad.sum())} NaN or infinite value(s) (the first at index {first}); "
+                                "the data file is corrupt or was written wrongly")
+        if self.binarization != "none" and (lo < 0 or hi > 1):
+            raise DataFileError(f"{where} holds values in [{lo:g}, {hi:g}]; "
+                                f"binarization={self.binarization!r} draws Bernoulli pixels from them, which needs "
+                                "[0, 1] (scale the data, or use binarization='none' where the dataset allows it)")
 
     def _loader(self, x: torch.Tensor, y: torch.Tensor | None, train: bool) -> IndexBatchLoader:
         loader = IndexBatchLoader(

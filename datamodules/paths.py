@@ -26,7 +26,8 @@ def extraction_dir() -> Path:
 
 
 class DataFileError(FileNotFoundError):
-    """A data file is missing or unreadable; the message says what, where and how to get it."""
+    """A data file is missing, unreadable or holds values the protocol cannot use; the message says
+    what, where and how to get it."""
 
 
 def require_files(root: Path, names: list[str | tuple[str, ...]], dataset: str, how: str) -> list[Path]:
