@@ -1,6 +1,6 @@
 """AIS against L_k on a trained run, with wall times (Wu et al. 2017, Fig. 2c), and BDMC.
 
-``python -m benchmarks.ais_study RUN_DIR --out results/ais`` scores the first ``--images`` test
+``python -m benchmarks.ais_study RUN_DIR --out results/ais-1000`` scores the first ``--images`` test
 images by ``L_k`` for each ``--ks`` and by forward AIS from the prior for each ``--ais-steps``
 (same images, same chains), times each, runs BDMC on ``--sim-images`` images simulated from the
 model for each ``--bdmc-steps``, and writes ``study.json`` (one row per estimate: estimator,
@@ -111,7 +111,7 @@ def write_report(result: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="a run folder (record.json, checkpoints/last.ckpt)")
-    p.add_argument("--out", default="results/ais")
+    p.add_argument("--out", default="results/ais-1000")
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100, 1000, 5000])
     p.add_argument("--ais-steps", type=int, nargs="+", default=[10, 30, 100])
