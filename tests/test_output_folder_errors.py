@@ -2,7 +2,6 @@
 runs, reported as that cell failing (one line naming the path), with nothing completed lost."""
 import json
 import os
-import signal
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,13 +24,7 @@ overrides:
 """
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """The CLI installs its SIGTERM/SIGINT handlers; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:

@@ -1,5 +1,4 @@
 """A matrix (or a run) is checked whole before anything trains: one-line errors, exit code 2."""
-import signal
 
 import pytest
 
@@ -16,13 +15,7 @@ overrides:
 """
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """The CLI installs its SIGTERM/SIGINT handlers; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
