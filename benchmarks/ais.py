@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dgm_modules.evaluation.ais import SUPPORTED_KINDS, AISOptions, AISTarget, ais_log_likelihood, bdmc
-from dgm_modules.registry import ConfigError
+from dgm_modules.registry import ConfigError, section_options
 
 #: options of the section besides :class:`AISOptions`'s own
 EXTRA_KEYS = {"images": 1_000, "sim_images": 100, "seed": 0}
@@ -31,14 +31,7 @@ AIS_KEYS = {**{f.name: f.default for f in dataclasses.fields(AISOptions)}, **EXT
 
 def resolve_ais(options: Any, model_spec: dict | None = None) -> dict:
     """The section ``ais`` with every default filled in, validated (the model's latents too)."""
-    if options is True or options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"ais: expected a mapping with keys {sorted(AIS_KEYS)}, got {options!r}")
-    unknown = sorted(set(options) - set(AIS_KEYS))
-    if unknown:
-        raise ConfigError(f"ais: unknown option(s) {unknown}; valid options: {', '.join(sorted(AIS_KEYS))}")
-    out = {**AIS_KEYS, **options}
+    out = section_options("ais", {} if options is None else options, AIS_KEYS)
     sigmas = out["obs_sigma"]
     if isinstance(sigmas, list):  # candidates: the one of highest AIS estimate on validation is used
         if not sigmas:

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
-from dgm_modules.registry import ConfigError
+from dgm_modules.registry import ConfigError, section_options
 
 CURVE_KEYS = {"k": 1, "growth": 1.5}
 EARLY_STOPPING_KEYS = {"monitor": "val/nll_k1", "patience": 20, "mode": "min", "min_delta": 0.0}
@@ -54,19 +54,8 @@ class TestCurve(Callback):
         pl_module.log(f"curve/test_nll_k{self.k}", value, sync_dist=False)
 
 
-def _options(section: str, options: Any, defaults: dict) -> dict:
-    if options is True:
-        options = {}
-    if not isinstance(options, dict):
-        raise ConfigError(f"{section}: expected a mapping with keys {sorted(defaults)}, got {options!r}")
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise ConfigError(f"{section}: unknown option(s) {unknown}; valid options: {', '.join(sorted(defaults))}")
-    return {**defaults, **options}
-
-
 def resolve_curve(options: Any) -> dict:
-    out = _options("curve", options, CURVE_KEYS)
+    out = section_options("curve", options, CURVE_KEYS)
     if not isinstance(out["k"], int) or out["k"] < 1:
         raise ConfigError(f"curve.k must be an integer >= 1, got {out['k']!r}")
     if not isinstance(out["growth"], (int, float)) or out["growth"] <= 1:
@@ -75,7 +64,7 @@ def resolve_curve(options: Any) -> dict:
 
 
 def resolve_early_stopping(options: Any) -> dict:
-    out = _options("early_stopping", options, EARLY_STOPPING_KEYS)
+    out = section_options("early_stopping", options, EARLY_STOPPING_KEYS)
     if not str(out["monitor"]).startswith("val/"):
         raise ConfigError(f"early_stopping.monitor must be a validation metric (val/...), got {out['monitor']!r}")
     if not isinstance(out["patience"], int) or out["patience"] < 1:

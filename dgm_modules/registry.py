@@ -24,6 +24,19 @@ class ConfigError(ValueError):
     """Invalid configuration, found before training starts; the message names the option."""
 
 
+def section_options(section: str, options: Any, defaults: dict) -> dict:
+    """A top-level config section (``curve``, ``early_stopping``, ``ais``) given as ``true`` or a
+    mapping: unknown keys refused by name, every default filled in."""
+    if options is True:
+        options = {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{section}: expected a mapping with keys {sorted(defaults)}, got {options!r}")
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{section}: unknown option(s) {unknown}; valid options: {', '.join(sorted(defaults))}")
+    return {**defaults, **options}
+
+
 class Registry(Generic[T]):
     """Maps short names to classes (or factories) of one kind."""
 
