@@ -135,7 +135,8 @@ def test_gradients_match_reparameterised_monte_carlo(a, b):
 def test_sbvae_uses_the_exact_kl_by_default_and_the_series_on_request():
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((4, 6), 0.5))
-    exact, series = StickBreakingVAE((6,), truncation=5, hidden=(7,)), StickBreakingVAE((6,), truncation=5, hidden=(7,), kl_terms=10)
+    exact = StickBreakingVAE((6,), truncation=5, hidden=(7,), link="softplus")
+    series = StickBreakingVAE((6,), truncation=5, hidden=(7,), kl_terms=10, link="softplus")
     series.load_state_dict(exact.state_dict())
     q = exact.q(x)
     kuma = q.base_dist

@@ -204,6 +204,8 @@ def test_bad_alpha0_or_truncation_is_refused(cls, kwargs, message):
     ("sb-vae", "alpha0", 0, r"model\.alpha0 must be > 0, got 0"),
     ("dp-vae", "truncation", 1, r"model\.truncation must be >= 2, got 1"),
     ("sb-vae", "kl_terms", 0, r"model\.kl_terms must be >= 1, got 0"),
+    ("sb-vae", "pi_scale", 0, r"model\.pi_scale must be > 0, got 0"),
+    ("sb-vae", "link", "relu", r"model\.link='relu' is not valid; choose one of \['exp', 'softplus'\]"),
 ])
 def test_bad_options_are_refused_before_training(method, option, value, message):
     config = resolve_config(method, "digits", 0, {"model": {"init_args": {option: value}}})
