@@ -3,7 +3,7 @@
 A spec is YAML::
 
     name: digits-quick
-    methods: [vae, iwae]             # registered method names
+    methods: [vae, iwae]             # registered method names, or `all` (every registered one)
     datasets: [digits]               # registered dataset names
     seeds: [0, 1, 2]
     settings: {default: {}}          # named override sets, one row each in the leaderboard
@@ -67,8 +67,10 @@ def normalise_overrides(block: Any, where: str) -> dict:
 
 def _names(spec: dict, key: str, registry: Any, where: str) -> list[str]:
     values = spec.get(key)
+    if values == "all":  # every registered name, plugins' included; `exclude` takes some out
+        return registry.names()
     if not isinstance(values, list) or not values:
-        raise ConfigError(f"{where}: '{key}' must be a non-empty list")
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list or 'all'")
     for i, name in enumerate(values):
         if not isinstance(name, str):
             raise ConfigError(f"{where}: {key}[{i}]: expected a name, got {name!r}")

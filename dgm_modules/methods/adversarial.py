@@ -21,8 +21,10 @@ from dgm_modules.methods.base import check_finite
 from dgm_modules.methods.variational import OptimizerFactory
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives.adversarial import AdversarialObjective
+from dgm_modules.registry import MODULES
 
 
+@MODULES.register("adversarial")
 class AdversarialMethod(L.LightningModule):
     """Trains ``model`` by an :class:`AdversarialObjective`, one optimiser per player.
 

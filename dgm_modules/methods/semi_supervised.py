@@ -7,8 +7,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from datamodules.base import Batch
 from dgm_modules.methods.base import check_finite
 from dgm_modules.methods.variational import VariationalMethod
+from dgm_modules.registry import MODULES
 
 
+@MODULES.register("semi-supervised")
 class SemiSupervisedMethod(VariationalMethod):
     """Trains on labelled and unlabelled examples (label ``-1``); reports classification accuracy.
 

@@ -14,10 +14,12 @@ from dgm_modules.methods.base import check_finite
 from dgm_modules.methods.schedules import LR_SCHEDULES
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import MODULES
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
+@MODULES.register("variational")
 class VariationalMethod(L.LightningModule):
     """Trains ``model`` by ``objective``; scores it by the shared log-likelihood protocol.
 

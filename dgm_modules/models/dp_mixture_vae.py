@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from dgm_modules.models.base import Latents, LatentVariableModel
 from dgm_modules.models.stick_breaking import check_nonparametric_options
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
 class DPMixturePrior(nn.Module):
@@ -71,6 +72,7 @@ class DPMixturePrior(nn.Module):
         return (beta + F.logsigmoid(l) + F.logsigmoid(-l)).sum()
 
 
+@MODELS.register("dp-mixture-vae")
 class DPMixtureVAE(LatentVariableModel):
     """Gaussian ``q(z | x)``, a learned DP-mixture prior, Bernoulli likelihood.
 

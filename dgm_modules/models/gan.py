@@ -15,6 +15,7 @@ from torch.distributions import Independent, Normal
 
 from dgm_modules.models.gaussian_vae import GaussianVAE
 from dgm_modules.networks.gan_nets import make_discriminator, make_generator
+from dgm_modules.registry import MODELS
 
 Arch = Literal["mlp", "dcgan"]
 
@@ -30,6 +31,7 @@ def _check(latent_dim: int, hidden: Sequence[int], channels: int, dropout: float
         raise ValueError(f"model.channels must be >= 1, got {channels}")
 
 
+@MODELS.register("gan")
 class GAN(nn.Module):
     """``x = G(z)``, ``z ~ N(0, I)``, with a discriminator ``D(x)`` returning a logit.
 
@@ -71,6 +73,7 @@ class GAN(nn.Module):
         return x
 
 
+@MODELS.register("vae-gan")
 class VAEGAN(GaussianVAE):
     """The Gaussian VAE plus a discriminator whose ``features`` layer measures reconstructions.
 

@@ -11,8 +11,10 @@ from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 from dgm_modules.models.base import Latents, LatentVariableModel
 from dgm_modules.models.likelihoods import bernoulli_log_likelihood
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
+@MODELS.register("gaussian-vae")
 class GaussianVAE(LatentVariableModel):
     """MLP encoder and decoder, ``z ~ N(0, I)``, Bernoulli likelihood over the pixels.
 

@@ -11,6 +11,7 @@ from torch.distributions import Bernoulli, Independent, Normal
 from dgm_modules.models.base import Latents, LatentVariableModel
 from dgm_modules.models.likelihoods import bernoulli_log_likelihood
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
 def _gaussian(net: nn.Module, h: Tensor) -> Independent:
@@ -19,6 +20,7 @@ def _gaussian(net: nn.Module, h: Tensor) -> Independent:
     return Independent(Normal(mu, log_std.exp(), validate_args=False), 1)
 
 
+@MODELS.register("hierarchical-vae")
 class HierarchicalGaussianVAE(LatentVariableModel):
     """Gaussian stochastic layers ``x <- h_1 <- ... <- h_L`` with a mirrored bottom-up ``q``.
 

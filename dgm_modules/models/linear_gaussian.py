@@ -13,8 +13,10 @@ from torch import Tensor, nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.registry import MODELS
 
 
+@MODELS.register("linear-gaussian")
 class LinearGaussian(LatentVariableModel):
     """Args:
     input_shape: shape of one example (flattened to ``D``).

@@ -11,8 +11,10 @@ from torch.distributions import Bernoulli, Independent, Normal, OneHotCategorica
 
 from dgm_modules.models.base import Latents, LatentVariableModel
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
+@MODELS.register("m2")
 class M2(LatentVariableModel):
     """``p(y) p(z) p(x | y, z)`` with a class ``y`` and a Gaussian style ``z``; ``q(y | x) q(z | x, y)``.
 

@@ -12,11 +12,13 @@ from dgm_modules.models.base import Latents, LatentVariableModel
 from dgm_modules.models.likelihoods import bernoulli_log_likelihood
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.networks.sbn_layers import DiscreteFamily, DiscreteLayer, PriorLayer
+from dgm_modules.registry import MODELS
 
 Relaxation = Literal["none", "concrete", "straight-through", "straight-through-mean"]
 RELAXATIONS = ("none", "concrete", "straight-through", "straight-through-mean")
 
 
+@MODELS.register("sbn")
 class SigmoidBeliefNet(LatentVariableModel):
     """A deep belief net of discrete stochastic layers ``x <- z_1 <- ... <- z_L`` and ``q(z | x)``.
 

@@ -14,12 +14,14 @@ from dgm_modules.models.kl_kumaraswamy_beta import kl_kumaraswamy_beta
 from dgm_modules.models.kumaraswamy import StableKumaraswamy
 from dgm_modules.models.stick_breaking import check_nonparametric_options, truncated_weights
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 #: samples are kept in [EPS, 1 - EPS]: float32 draws can round to exactly 0 or 1, where the densities are
 #: infinite; the probability q puts outside is negligible unless its concentrations are extreme
 EPS = 1e-6
 
 
+@MODELS.register("stick-breaking-vae")
 class StickBreakingVAE(LatentVariableModel):
     """Latent stick-breaking weights with a Kumaraswamy posterior and a GEM(alpha0) prior.
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from dgm_modules.objectives.base import IncompatibleObjectiveError, Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 
 def log_d(logits: Tensor, real: bool) -> Tensor:
@@ -44,6 +45,7 @@ class AdversarialObjective(Objective):
         raise NotImplementedError
 
 
+@OBJECTIVES.register("gan")
 class GANLoss(AdversarialObjective):
     """``max_D E log D(x) + E log(1 - D(G(z)))``; the generator minimises ``-E log D(G(z))``.
 
@@ -66,6 +68,7 @@ class GANLoss(AdversarialObjective):
         return ObjectiveOutput(loss=loss, bound=per_example.detach(), terms={f"{player}_loss": loss.detach()})
 
 
+@OBJECTIVES.register("vae-gan")
 class VAEGANLoss(AdversarialObjective):
     """Larsen et al. (2016), Algorithm 1, with per-example sums:
 

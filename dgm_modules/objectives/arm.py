@@ -8,6 +8,7 @@ from torch.distributions import Bernoulli
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.registry import OBJECTIVES
 
 
 def check_layered_bernoulli(model: LatentVariableModel, option: str) -> None:
@@ -17,6 +18,7 @@ def check_layered_bernoulli(model: LatentVariableModel, option: str) -> None:
                          "(n_layers, q_logits(x, z, layer)), which the antithetic estimators need")
 
 
+@OBJECTIVES.register("arm")
 class ARM(Objective):
     """The ELBO; phi's gradient by antithetic pairs of Bernoulli draws, one layer at a time.
 

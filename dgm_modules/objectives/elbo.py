@@ -7,8 +7,10 @@ from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import check_sleep_capable, sleep_phi_loss
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("elbo")
 class ELBO(Objective):
     """``E_q[log p(x, z) - log q(z | x)]``, ``k`` reparameterised samples per example (default 1).
 

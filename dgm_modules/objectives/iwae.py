@@ -6,8 +6,10 @@ from torch import Tensor
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("iwae")
 class IWAEBound(Objective):
     """``L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i | x)]`` with reparameterised gradients.
 

@@ -19,8 +19,10 @@ from dgm_modules.evaluation.classifier import LAYERS
 from dgm_modules.evaluation.feature_nets import classifier_features
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("perceptual")
 class PerceptualELBO(Objective):
     """``E_q[sum_l log N(phi_l(x); phi_l(x_hat(z)), s^2) + w log p(x|z)] - KL(q || p)``.
 

@@ -12,10 +12,12 @@ from dgm_modules.networks.mlp import MLP
 from dgm_modules.objectives.arm import check_layered_bernoulli
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.stop_gradient import log_joint_path, log_q_path
+from dgm_modules.registry import OBJECTIVES
 
 EPS = 1e-6  # uniforms are kept in [EPS, 1 - EPS] so that their logits stay finite
 
 
+@OBJECTIVES.register("relax")
 class RELAX(Objective):
     """The ELBO of a one-layer SBN; phi's gradient by RELAX with a learned control variate ``c``.
 

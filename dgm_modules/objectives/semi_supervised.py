@@ -8,8 +8,10 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("semi-supervised-elbo")
 class SemiSupervisedELBO(Objective):
     """Labelled examples: ``ELBO(x, y)``; unlabelled: ``y`` summed out exactly; plus classification.
 

@@ -7,8 +7,10 @@ from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.stop_gradient import check_scores_latents, log_q_path
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("stl")
 class STL(Objective):
     """The reparameterised ELBO gradient without the score term of q.
 

@@ -7,8 +7,10 @@ from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("vimco")
 class VIMCO(Objective):
     """Unbiased gradients of ``L_k`` without reparameterisation, with leave-one-out baselines.
 

@@ -7,6 +7,7 @@ from torch import Tensor
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 #: latent kinds the sampling-based objectives train: no gradient flows through the samples
 DISCRETE_OR_CONTINUOUS = frozenset({"bernoulli", "categorical", "continuous-reparam"})
@@ -30,6 +31,7 @@ def check_sleep_capable(model: LatentVariableModel, option: str) -> None:
                          "which the sleep phase needs")
 
 
+@OBJECTIVES.register("wake-sleep")
 class WakeSleep(Objective):
     """Wake phase: theta ascends ``log p(x, z)`` at ``z ~ q(z | x)``; sleep phase: phi ascends
     ``log q(z | x)`` at dreamed ``(x, z) ~ p(x, z)``.
