@@ -17,7 +17,7 @@ from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from dgm_modules.evaluation.feature_nets import FeatureExtractor, _write_atomic, cache_root, feature_net_for
+from dgm_modules.networks.feature_nets import FeatureExtractor, _write_atomic, cache_root, feature_net_for
 
 
 @torch.no_grad()

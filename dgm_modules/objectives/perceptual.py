@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal, kl_divergence
 
-from dgm_modules.evaluation.classifier import LAYERS
-from dgm_modules.evaluation.feature_nets import classifier_features
 from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.networks.classifier import LAYERS
+from dgm_modules.networks.feature_nets import classifier_features
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
 from dgm_modules.registry import OBJECTIVES
 
