@@ -17,36 +17,29 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
+
+from dgm_modules.models.capabilities import ExplicitLatent, HasComponents, HasLatentLayers, HasLatentMeans
 
 KNN_KS = (3, 5, 10)
 
 
 def latent_means(model: Any, x: Tensor) -> Tensor | None:
     """The model's representation of ``x`` for kNN (``[B, D]``), or ``None`` where it has none."""
-    hook = getattr(model, "latent_means", None)
-    if callable(hook):
-        return hook(x).flatten(1)
-    q = getattr(model, "q", None)
-    if callable(q):
-        try:
-            dist = q(x)
-        except (TypeError, NotImplementedError):  # a q that needs more than x: no default
-            return None
-        if isinstance(dist, Distribution):
-            return dist.mean.flatten(1)
+    if isinstance(model, HasLatentMeans):
+        return model.latent_means(x).flatten(1)
+    if isinstance(model, ExplicitLatent):
+        return model.q(x).mean.flatten(1)
     return None
 
 
 def component_weights(model: Any, x: Tensor) -> Tensor | None:
     """Per-example weights of the model's ``T`` components (``[B, T]``), or ``None``."""
-    hook = getattr(model, "component_weights", None)
-    return hook(x) if callable(hook) else None
+    return model.component_weights(x) if isinstance(model, HasComponents) else None
 
 
 def latent_layer_sizes(model: Any) -> tuple[int, ...]:
     """Units per stochastic layer (bottom first) of a model with several, else ``()``."""
-    sizes = tuple(getattr(model, "latent_layer_sizes", ()) or ())
+    sizes = tuple(model.latent_layer_sizes) if isinstance(model, HasLatentLayers) else ()
     return sizes if len(sizes) > 1 else ()
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
+from dgm_modules.models.base import LatentKind
 from dgm_modules.models.gaussian_vae import GaussianVAE
 from dgm_modules.networks.gan_nets import make_discriminator, make_generator
 from dgm_modules.registry import MODELS
@@ -44,7 +45,7 @@ class GAN(nn.Module):
         discriminator_dropout: dropout after each hidden layer of the MLP discriminator.
     """
 
-    latent_kind: ClassVar[str] = "implicit"
+    latent_kind: ClassVar[LatentKind] = LatentKind.IMPLICIT
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
                  arch: Arch = "mlp", channels: int = 64, discriminator_dropout: float = 0.0) -> None:

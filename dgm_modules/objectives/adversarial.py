@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
+from dgm_modules.models.capabilities import LatentKind
 from dgm_modules.objectives.base import IncompatibleObjectiveError, Objective, ObjectiveOutput
 from dgm_modules.registry import OBJECTIVES
 
@@ -53,7 +54,7 @@ class GANLoss(AdversarialObjective):
     early in training, where ``log(1 - D(G(z)))`` saturates. ``bound`` holds the per-example loss.
     """
 
-    supported_latents = frozenset({"implicit"})
+    supported_latents = frozenset({LatentKind.IMPLICIT})
     players = ("discriminator", "generator")
     player_modules = {"discriminator": "discriminator", "generator": "generator"}
 
@@ -82,7 +83,7 @@ class VAEGANLoss(AdversarialObjective):
         gamma: weight of content (feature reconstruction) against style (GAN) in the decoder's loss.
     """
 
-    supported_latents = frozenset({"continuous-reparam"})
+    supported_latents = frozenset({LatentKind.CONTINUOUS})
     players = ("encoder", "decoder", "discriminator")
     player_modules = {"encoder": "inference", "decoder": "generative", "discriminator": "discriminator"}
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.objectives.arm import check_layered_bernoulli
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
@@ -51,7 +51,7 @@ class RELAX(Objective):
         eta: initial ``eta``.
     """
 
-    supported_latents = frozenset({"bernoulli"})
+    supported_latents = frozenset({LatentKind.BERNOULLI})
 
     def __init__(self, k: int = 1, rebar: bool = True, hidden: int = 100, temperature: float = 0.5,
                  eta: float = 1.0) -> None:
