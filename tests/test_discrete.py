@@ -15,6 +15,7 @@ import torch
 
 from benchmarks.config import resolve_config
 from benchmarks.run import run_cell
+from datamodules.base import Batch
 from dgm_modules.components import OBJECTIVES
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
 from dgm_modules.models.m2 import M2
@@ -211,7 +212,7 @@ def test_relaxed_model_scores_as_the_discrete_model_in_eval_mode():
     scores = []
     for model in (discrete, relaxed):
         ev = LogLikelihoodEvaluator([1, 50], seed=3)
-        ev.update(model, x, 0)
+        ev.update(model, Batch(x, None, 0))
         scores.append(ev.compute())
     assert scores[0].keys() == scores[1].keys() and all(torch.equal(scores[0][k], scores[1][k]) for k in scores[0])
     assert relaxed.latent_kind == "relaxed" and discrete.latent_kind == "bernoulli"
@@ -222,7 +223,7 @@ def test_evaluator_bounds_against_exact_log_likelihood():
     model = tiny_sbn()
     x = X_ALL.repeat(25, 1)  # 400 examples
     ev = LogLikelihoodEvaluator([1, 10, 1000], seed=0)
-    ev.update(model, x, 0)
+    ev.update(model, Batch(x, None, 0))
     out = {k: float(v) for k, v in ev.compute().items()}
     with torch.no_grad():
         elbo, log_px = float(exact_elbo(model, X_ALL).mean()), float(exact_log_px(model, X_ALL).mean())

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.base import Batch
 from dgm_modules.models.capabilities import ExplicitLatent, HasComponents, HasLatentLayers, HasLatentMeans
 
 KNN_KS = (3, 5, 10)
@@ -89,16 +90,23 @@ class LatentStructureEvaluator:
     def __init__(self, ks: Sequence[int] = KNN_KS, threshold: float = 0.01, max_train: int = 10_000,
                  seed: int = 0) -> None:
         self.ks, self.threshold, self.max_train, self.seed = tuple(ks), threshold, max_train, seed
+        self.datamodule: Any = None
         self.reset()
 
+    def bind_data(self, datamodule: Any) -> None:
+        """The run's DataModule: its train split is what the kNN classifier is fitted on."""
+        self.datamodule = datamodule
+
     def reset(self) -> None:
+        self.model: Any = None  # the model of the last update, encoded again for the train split
         self.means: list[Tensor] = []
         self.labels: list[Tensor] = []
         self.weight_sum: Tensor | None = None
         self.count = 0
 
     @torch.no_grad()
-    def update(self, model: Any, x: Tensor, y: Tensor | None) -> None:
+    def update(self, model: Any, batch: Batch) -> None:
+        x, y, self.model = batch.x, batch.y, model
         weights = component_weights(model, x)
         if weights is not None:
             total = weights.double().sum(0).cpu()
@@ -110,9 +118,10 @@ class LatentStructureEvaluator:
             if y is not None:
                 self.labels.append(y.cpu())
 
-    def compute(self, model: Any, datamodule: Any = None) -> dict[str, float]:
+    def compute(self) -> dict[str, float]:
         """The metrics: ``components_used``, ``active_units`` (and ``active_units_h{l}`` per stochastic
         layer) and ``knn_error_k{k}`` (the latter needs labels and the train split)."""
+        model, datamodule = self.model, self.datamodule
         means, labels, weight_sum, count = self._gathered()
         out: dict[str, float] = {}
         if weight_sum is not None and count:
