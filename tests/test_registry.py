@@ -33,7 +33,7 @@ def test_registries_fill_themselves_without_the_components_module():
     assert out.split() == [str(len(MODELS.names())), str(len(OBJECTIVES.names())), str(len(METHODS.names())),
                            "False"]
     assert {"gaussian-vae", "sbn", "linear-gaussian", "gan"} <= set(MODELS.names())
-    assert {"elbo", "iwae", "rws", "relax"} <= set(OBJECTIVES.names())
+    assert {"elbo", "iwae", "rws", "relax", "beta-elbo"} <= set(OBJECTIVES.names())
 
 
 def test_every_component_is_registered_in_its_own_file():
