@@ -27,6 +27,7 @@ from benchmarks.fingerprint import config_fingerprint
 from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
                                write_json_atomic)
+from benchmarks.resume import RNGStateCallback
 from dgm_modules.methods.base import DivergedError
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
-        + ais_callbacks(config, module) + [signals.StopCallback(), IdentityCallback(config)] + list(callbacks or []),
+        + ais_callbacks(config, module)
+        + [signals.StopCallback(run_dir / CHECKPOINTS), IdentityCallback(config), RNGStateCallback()] + list(callbacks or []),
         )
     try:
         ckpt, note = resume_point(run_dir / CHECKPOINTS)  # a torn checkpoint is found by loading it

@@ -93,9 +93,17 @@ def check() -> None:
 
 
 class StopCallback(Callback):
-    """Raise :class:`Interrupted` at the first batch boundary after a stop signal."""
+    """Raise :class:`Interrupted` at the first batch boundary after a stop signal; in training, first
+    write a checkpoint there (``ckpt_dir/last.ckpt``) so that the resume starts at the next batch."""
 
-    def on_train_batch_end(self, *args: Any) -> None:
+    def __init__(self, ckpt_dir: Any = None) -> None:
+        self.ckpt_dir = ckpt_dir
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        if STATE.signum is not None and self.ckpt_dir is not None:
+            from benchmarks.resume import save_on_stop
+
+            save_on_stop(trainer, self.ckpt_dir)
         check()
 
     def on_validation_batch_end(self, *args: Any) -> None:
