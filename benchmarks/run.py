@@ -28,6 +28,7 @@ from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
                                write_json_atomic)
 from benchmarks.resume import RNGStateCallback
+from benchmarks.slurm import slurm_plugins
 from dgm_modules.methods.base import DivergedError
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         es = config["early_stopping"]
         best = ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="best", monitor=es["monitor"],
                                mode=es["mode"], save_top_k=1, enable_version_counter=False)
-    trainer_options.setdefault("plugins", [AtomicCheckpointIO()])
+    trainer_options.setdefault("plugins", [AtomicCheckpointIO(), *slurm_plugins()])
     trainer = L.Trainer(
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[AppendingCSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
