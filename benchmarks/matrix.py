@@ -13,6 +13,8 @@ A spec is YAML::
         overrides: {objective: {k: 10}}
     exclude:                         # cells of the product left out (same match form)
       - {method: iwae-2l, dataset: binarized-mnist}
+    resources: {gpus: 1, mem_gb: 32}  # Slurm, per cell (a cell rule may say it too); and a `slurm:`
+                                      # section of sbatch options: see benchmarks/slurm.py
 
 In override blocks a component section may list its options directly (``objective: {k: 10}``)
 or in the full ``{class_path, init_args}`` form. Every cell is resolved (and so validated)

@@ -7,7 +7,7 @@ loops' progress (epoch, global step, batches done in the epoch). What it does no
   our loader's order and binarisation noise are functions of ``(seed, epoch)``, so the datamodule
   skips the batches the restored progress says were done (:func:`datamodules.base.train_position`);
 - the random number generators (torch, CUDA, numpy, python) that draw the model's Monte Carlo
-  noise: :class:`RNGStateCallback` saves them in every checkpoint and sets them back when training
+  noise: :class:`ResumeCallback` saves them in every checkpoint and sets them back when training
   resumes.
 
 And a checkpoint written where the run stops (:func:`save_on_stop`): a signal (SIGTERM from
@@ -17,12 +17,19 @@ the checkpoint saved there lets the resume start at the very next batch.
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+# Lightning warns that a mid-epoch resume of a loader without ``state_dict`` may be unreliable;
+# ours is exact (the datamodule skips the batches done), so the warning would only mislead
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended",
+                        category=PossibleUserWarning)
 
 RNG_KEY = "dgm_bench_rng"
 
@@ -46,8 +53,9 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class RNGStateCallback(Callback):
-    """Save the generators' states in each checkpoint; set them back when the resumed fit starts.
+class ResumeCallback(Callback):
+    """Save the generators' states in each checkpoint; set them back when the resumed fit starts;
+    remember the step the fit resumed at (:attr:`resumed_step`, for the record).
 
     They are set at ``on_train_start``, not when the checkpoint is loaded: between the two, Lightning
     runs set-up code (and the sanity check, under ``isolate_rng``) that the uninterrupted run ran
@@ -56,12 +64,14 @@ class RNGStateCallback(Callback):
 
     def __init__(self) -> None:
         self._pending: dict | None = None
+        self.resumed_step: int | None = None
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         checkpoint[RNG_KEY] = rng_states()
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         self._pending = checkpoint.get(RNG_KEY)
+        self.resumed_step = int(checkpoint.get("global_step", 0))
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if self._pending is not None:

@@ -56,6 +56,7 @@ def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp
     resumed = run_cell(config(), out, enable_progress_bar=False)
     assert resumed["status"] == "completed", resumed.get("error")
     assert resumed["resumed_from"].endswith("last.ckpt") and resumed["steps"] == 39
+    assert resumed["resumed_at_step"] == ckpt["global_step"]
 
     assert resumed["metrics"].keys() == whole["metrics"].keys()
     assert any(k.startswith("val/") for k in resumed["metrics"])  # val metrics are kept
