@@ -100,6 +100,10 @@ class StopCallback(Callback):
         self.ckpt_dir = ckpt_dir
 
     def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        if trainer.world_size > 1:  # ranks see a signal at different batches: stop together (as Lightning
+            # does for its own SIGTERM), else one saves (a collective) while another trains on
+            if trainer.strategy.reduce_boolean_decision(STATE.signum is not None, all=False) and STATE.signum is None:
+                STATE.signum = signal.SIGTERM
         if STATE.signum is not None and self.ckpt_dir is not None:
             from benchmarks.resume import save_on_stop
 

@@ -71,3 +71,26 @@ def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp
                 assert a[key] == b[key], key
             else:
                 assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-6, abs=1e-9), key
+
+
+@pytest.mark.slow
+def test_under_ddp_a_signal_on_one_rank_stops_both_and_the_resume_is_exact(tmp_path):
+    """Slurm signals every task, but each sees it at its own batch: without agreeing, one rank would
+    save (a collective) while the other trains on, and the job would hang."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "tests" / "ddp_stop_resume.py"), str(tmp_path)],
+                          env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RUNS ")]
+    assert lines, proc.stderr[-3000:]
+    runs = json.loads(lines[-1][5:])
+    assert runs["stopped"]["status"] == "interrupted" and runs["stopped"]["steps"] == 6
+    assert runs["resumed"]["status"] == "completed" and runs["resumed"]["resumed_at_step"] == 6
+    assert runs["resumed"]["steps"] == runs["whole"]["steps"] == 26
+    for name, value in runs["whole"]["metrics"].items():
+        assert runs["resumed"]["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
