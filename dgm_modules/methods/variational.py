@@ -87,7 +87,8 @@ class VariationalMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # a checkpoint written mid-epoch (a stop signal) carries the epoch's sums so far; after the
         # epoch's last batch they are the finished epoch's, logged before the next one starts
-        if not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        trainer = self._trainer
+        if trainer is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             checkpoint["train_sums"] = {"sums": dict(self._train_sums), "count": self._train_count}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
