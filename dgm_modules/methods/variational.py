@@ -90,6 +90,17 @@ class VariationalMethod(EvaluatedMethod):
         self._train_sums = {}
         self._train_count = 0
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a checkpoint written mid-epoch (a stop signal) carries the epoch's sums so far; after the
+        # epoch's last batch they are the finished epoch's, logged before the next one starts
+        trainer = self._trainer
+        if trainer is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            checkpoint["train_sums"] = {"sums": dict(self._train_sums), "count": self._train_count}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("train_sums") or {"sums": {}, "count": 0}
+        self._train_sums, self._train_count = dict(state["sums"]), int(state["count"])
+
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_schedule == "constant":
