@@ -117,7 +117,8 @@ METHODS.register("dcgan")(MethodPreset(  # type: ignore[arg-type]
     {"class_path": "gan", "init_args": {"arch": "dcgan"}}, "gan", module="adversarial", optimizer=_GAN_ADAM,
     citation="Goodfellow et al. 2014; Radford et al. 2016"))
 METHODS.register("vae-gan")(MethodPreset(  # type: ignore[arg-type]
-    "VAE-GAN: reconstruction in a discriminator layer plus the GAN loss; encoder/decoder/discriminator updates",
+    "VAE-GAN: conv nets, reconstruction in a discriminator layer plus the GAN loss, balanced "
+    "encoder/decoder/discriminator updates",
     "vae-gan", "vae-gan", module="adversarial", optimizer=_GAN_ADAM, citation="Larsen et al. 2016"))
 METHODS.register("vae-perceptual")(MethodPreset(  # type: ignore[arg-type]
     "Gaussian VAE with the reconstruction measured in the suite classifier's feature space",

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from datamodules.base import Batch
+from dgm_modules.evaluation.latent_structure import LatentStructureEvaluator
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
+from dgm_modules.evaluation.reconstruction import recon_accuracy_of_run
 from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
 from dgm_modules.methods.base import check_finite
 from dgm_modules.methods.variational import OptimizerFactory
@@ -48,6 +50,7 @@ class AdversarialMethod(L.LightningModule):
         has_likelihood = isinstance(model, LatentVariableModel)
         self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed) if has_likelihood else None
         self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed) if has_likelihood else None
+        self.test_structure = LatentStructureEvaluator(seed=eval_seed) if has_likelihood else None  # active units, kNN
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -67,9 +70,31 @@ class AdversarialMethod(L.LightningModule):
             self.log(f"train/{name}", value, prog_bar=name.endswith("_loss"))
         return out.loss.detach()
 
+    def simultaneous_step(self, optimizers: list, x: torch.Tensor) -> None:
+        """All players' losses from one forward pass; each loss backpropagated into its own player's
+        parameters only (``inputs=``), then the players the objective's balancing rule picks step."""
+        out = self.objective.losses(self.model, x)
+        chosen = self.objective.updates(out)
+        for player, optimizer in zip(self.objective.players, optimizers):
+            check_finite(out[player].loss, self.global_step)
+            optimizer.zero_grad(set_to_none=True)
+            if player in chosen:
+                self.manual_backward(out[player].loss, inputs=list(self.objective.player_parameters(self.model, player)),
+                                     retain_graph=True)
+        for player, optimizer in zip(self.objective.players, optimizers):
+            if player in chosen:
+                optimizer.step()
+            self.log(f"train/{player}_updated", float(player in chosen))
+        for name, value in out[self.objective.players[-1]].terms.items():
+            self.log(f"train/{name}", value, prog_bar=name.endswith("_loss"))
+        for player in self.objective.players[:-1]:
+            self.log(f"train/{player}_loss", out[player].loss.detach(), prog_bar=True)
+
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        if getattr(self.objective, "simultaneous", False):
+            return self.simultaneous_step(optimizers, batch.x)
         for player, optimizer in zip(self.objective.players, optimizers):
             self.player_step(player, optimizer, batch.x)
 
@@ -80,6 +105,7 @@ class AdversarialMethod(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         if self.test_eval is not None:
             self.test_eval.update(self.model, batch.x, batch.index)
+            self.test_structure.update(self.model, batch.x, batch.y)
 
     def on_validation_epoch_end(self) -> None:
         if self.val_eval is not None:
@@ -88,8 +114,14 @@ class AdversarialMethod(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         if self.test_eval is not None:
             self._log_and_reset(self.test_eval, "test")
+            for name, value in self.test_structure.compute(self.model, self.trainer.datamodule).items():
+                self.log(f"test/{name}", value, sync_dist=False)
+            self.test_structure.reset()
         if self.sample_quality is not None:
             for name, value in self.sample_quality.evaluate(self.model.sample, self.trainer.datamodule).items():
+                self.log(f"test/{name}", value, sync_dist=False)
+            # with FID: the same classifier, now asked whether reconstructions keep their digit
+            for name, value in recon_accuracy_of_run(self.model, self.trainer.datamodule).items():
                 self.log(f"test/{name}", value, sync_dist=False)
 
     def _log_and_reset(self, evaluator: LogLikelihoodEvaluator, stage: str) -> None:

@@ -9,6 +9,7 @@ import torch
 from datamodules.base import Batch
 from dgm_modules.evaluation.latent_structure import LatentStructureEvaluator
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
+from dgm_modules.evaluation.reconstruction import recon_accuracy_of_run
 from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
 from dgm_modules.methods.base import check_finite
 from dgm_modules.methods.schedules import LR_SCHEDULES
@@ -102,6 +103,9 @@ class VariationalMethod(L.LightningModule):
         self.test_structure.reset()
         if self.sample_quality is not None:
             for name, value in self.sample_quality.evaluate(self.model.sample, datamodule).items():
+                self.log(f"test/{name}", value, sync_dist=False)
+            # with FID: the same classifier, now asked whether reconstructions keep their digit
+            for name, value in recon_accuracy_of_run(self.model, datamodule).items():
                 self.log(f"test/{name}", value, sync_dist=False)
 
     def _log_and_reset(self, evaluator: LogLikelihoodEvaluator, stage: str) -> None:
