@@ -85,11 +85,11 @@ class VAEGAN(GaussianVAE):
     Args:
         input_shape: shape of one image (H and W divisible by 4), injected from the data.
         latent_dim: dimension of ``z``.
-        channels: the width ``c`` of the conv nets (the paper's 64; encoder c-2c-4c, decoder
-            4c-2c-c, discriminator c/2-2c-4c then 8c units).
+        channels: the width ``c`` of the conv nets: the paper's 64 (encoder 64-128-256, decoder
+            256-128-64, discriminator 32-128-256 then 512 units); smaller for a CPU budget.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, channels: int = 16) -> None:
+    def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, channels: int = 64) -> None:
         LatentVariableModel.__init__(self, input_shape)  # GaussianVAE's q, prior and likelihood; these nets
         if latent_dim < 1:
             raise ValueError(f"model.latent_dim must be >= 1, got {latent_dim}")

@@ -106,13 +106,14 @@ class VAEGANLoss(AdversarialObjective):
         """Every player's loss from one forward pass. Each loss's gradient is meant for its own
         player's parameters only (the method backpropagates it with ``inputs=`` those): the
         discriminator's loss, for one, reaches the decoder through ``x~`` and ``x_p``."""
+        n = x.shape[0]
         q = model.q(x)
-        x_rec = model.decode(q.rsample())
-        x_prior = model.decode(model.prior().sample((x.shape[0],)))
-        dis = model.discriminator
-        f_real, d_real = dis.features_and_logit(x)
-        f_rec, d_rec = dis.features_and_logit(x_rec)
-        _, d_prior = dis.features_and_logit(x_prior)
+        # one decoder pass for x~ and x_p, one discriminator pass for x, x~ and x_p: batch norm then
+        # normalises data and fakes alike (in separate batches, a batch of near-identical
+        # reconstructions normalises to near-zero features whatever its content)
+        x_rec, x_prior = model.decode(torch.cat([q.rsample(), model.prior().sample((n,))])).split(n)
+        f, d = model.discriminator.features_and_logit(torch.cat([x, x_rec, x_prior]))
+        (f_real, f_rec, _), (d_real, d_rec, d_prior) = f.split(n), d.split(n)
         feature_nll = -Independent(Normal(f_rec, 1.0), 1).log_prob(f_real.detach())
         kl = kl_divergence(q, model.prior())
         gan = -(log_d(d_rec, True) + log_d(d_prior, True))
