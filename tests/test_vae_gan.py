@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmarks.config import build, resolve_config
-from dgm_modules.evaluation.feature_nets import classifier_features
+from dgm_modules.networks.feature_nets import classifier_features
 from dgm_modules.evaluation.reconstruction import recon_accuracy
 from dgm_modules.objectives.adversarial import VAEGANLoss
 from dgm_modules.objectives.base import ObjectiveOutput
@@ -83,13 +83,16 @@ class Identity(torch.nn.Module):
     def q(self, x):
         return torch.distributions.Independent(torch.distributions.Normal(x.flatten(1), 1.0), 1)
 
+    def prior(self):
+        return torch.distributions.Normal(0.0, 1.0)
+
     def likelihood(self, z):
         return torch.distributions.Independent(torch.distributions.Bernoulli(probs=z), 1)
 
 
 def test_perfect_reconstructions_score_the_classifier_own_accuracy():
     from datamodules import DigitsDataModule
-    from dgm_modules.evaluation.classifier import accuracy
+    from dgm_modules.networks.classifier import accuracy
 
     datamodule = DigitsDataModule()
     datamodule.setup("test")

@@ -13,11 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dgm_modules.models.capabilities import ExplicitLatent
+
 
 @torch.no_grad()
 def reconstruct(model: nn.Module, x: Tensor) -> Tensor:
     """The decoder's mean image at the posterior mean, ``[B, *input_shape]``."""
-    if not (callable(getattr(model, "q", None)) and callable(getattr(model, "likelihood", None))):
+    if not isinstance(model, ExplicitLatent):
         raise ValueError(f"{type(model).__name__} has no encoder q(x) and decoder likelihood(z) to reconstruct with")
     return model.likelihood(model.q(x).mean).mean.view_as(x)
 
@@ -49,7 +51,7 @@ def recon_accuracy(model: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor
 def recon_accuracy_of_run(model: nn.Module, datamodule: Any) -> dict[str, float]:
     """``{"recon_accuracy": ...}`` on the test split, or ``{}`` where the data has no labels or
     classifier, or the model cannot reconstruct."""
-    from dgm_modules.evaluation.feature_nets import feature_net_for
+    from dgm_modules.networks.feature_nets import feature_net_for
 
     x, y = getattr(datamodule, "test_x", None), getattr(datamodule, "test_y", None)
     dims = getattr(datamodule, "dims", ())
@@ -57,3 +59,24 @@ def recon_accuracy_of_run(model: nn.Module, datamodule: Any) -> dict[str, float]
         return {}  # colour images are scored by Inception features, which have no digit labels
     net = feature_net_for(datamodule).net
     return {"recon_accuracy": recon_accuracy(model, net, x, y)}
+
+
+class ReconstructionAccuracyEvaluator:
+    """The test split's ``recon_accuracy`` as an evaluator: reconstructs the whole split once, at
+    :meth:`compute` (like FID, it reads the DataModule, not the batches)."""
+
+    def __init__(self) -> None:
+        self.datamodule: Any = None
+        self.model: Any = None
+
+    def bind_data(self, datamodule: Any) -> None:
+        self.datamodule = datamodule
+
+    def update(self, model: Any, batch: Any) -> None:
+        self.model = model
+
+    def compute(self) -> dict[str, float]:
+        return recon_accuracy_of_run(self.model, self.datamodule) if self.model is not None else {}
+
+    def reset(self) -> None:
+        self.model = None
