@@ -29,6 +29,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("neg_elbo", "lower", "nats", 2, "negative analytic-KL ELBO"),
     Metric("knn_error", "lower", "error rate", 3, "kNN classification error on latent means (k in the name)"),
     Metric("accuracy", "higher", "fraction", 3, "classification accuracy"),
+    Metric("recon_accuracy", "higher", "fraction", 3,
+           "test images whose reconstruction the FID columns' classifier labels correctly"),
     Metric("active_units", "higher", "units", 1, "latent dimensions with Cov_x(E_q[z|x]) > 0.01"),
     Metric("snr", "higher", "", 3, "gradient signal-to-noise ratio"),
     Metric("kid_std", None, "", 2, "spread of the KID subsets (not a score)"),

@@ -37,6 +37,8 @@ def small_config(method: str, **extra) -> dict:
     over = {**SMALL, "model": {"init_args": {**SMALL_MODEL["init_args"], **extra}}}
     if method == "dcgan":
         over["model"]["init_args"]["channels"] = 8
+    if method == "vae-gan":  # conv nets: a width, no MLP widths
+        over["model"]["init_args"] = {"latent_dim": 8, "channels": 4, **extra}
     return resolve_config(method, "digits", 0, over)
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from benchmarks.figures import pyplot, save
 from benchmarks.figures.latent_usage import load_run
-from dgm_modules.models.capabilities import ExplicitLatent
+from dgm_modules.evaluation.reconstruction import reconstruct
 
 
 def _grid(images: Tensor, nrow: int) -> Tensor:
@@ -40,14 +40,6 @@ def samples_figure(run_dir: str | Path, out: str | Path, n: int = 64, seed: int 
     ax.set_axis_off()
     ax.set_title(f"{record['method']} on {record['dataset']} (seed {record['seed']}): {n} samples")
     return save(fig, out)
-
-
-@torch.no_grad()
-def reconstruct(model: torch.nn.Module, x: Tensor) -> Tensor:
-    """The decoder's mean image at the posterior mean, ``[B, *input_shape]``."""
-    if not isinstance(model, ExplicitLatent):
-        raise ValueError(f"{type(model).__name__} has no encoder q(x) and decoder likelihood(z) to reconstruct with")
-    return model.likelihood(model.q(x).mean).mean.view_as(x)
 
 
 def recon_figure(run_dirs: Sequence[str | Path], out: str | Path, n: int = 10) -> Path:

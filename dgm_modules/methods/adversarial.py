@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from datamodules.base import Batch
+from dgm_modules.evaluation.latent_structure import LatentStructureEvaluator
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
+from dgm_modules.evaluation.reconstruction import ReconstructionAccuracyEvaluator
 from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
 from dgm_modules.methods.base import EvaluatedMethod, check_finite
 from dgm_modules.methods.variational import OptimizerFactory
@@ -50,12 +52,16 @@ class AdversarialMethod(EvaluatedMethod):
         has_likelihood = isinstance(model, LatentVariableModel)
         self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed) if has_likelihood else None
         self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed) if has_likelihood else None
+        self.test_structure = LatentStructureEvaluator(seed=eval_seed) if has_likelihood else None
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
+        self.recon_accuracy = ReconstructionAccuracyEvaluator()
 
     def evaluators(self, stage: str) -> list:
-        likelihood = self.val_eval if stage == "val" else self.test_eval
-        quality = [self.sample_quality] if stage == "test" and self.sample_quality is not None else []
-        return ([likelihood] if likelihood is not None else []) + quality
+        if stage == "val":
+            return [self.val_eval] if self.val_eval is not None else []
+        likelihood = [self.test_eval, self.test_structure] if self.test_eval is not None else []  # + active units
+        quality = [self.sample_quality, self.recon_accuracy] if self.sample_quality is not None else []
+        return likelihood + quality
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer_factory(self.objective.player_parameters(self.model, p)) for p in self.objective.players]
@@ -74,9 +80,31 @@ class AdversarialMethod(EvaluatedMethod):
             self.log(f"train/{name}", value, prog_bar=name.endswith("_loss"))
         return out.loss.detach()
 
+    def simultaneous_step(self, optimizers: list, x: torch.Tensor) -> None:
+        """All players' losses from one forward pass; each loss backpropagated into its own player's
+        parameters only (``inputs=``), then the players the objective's balancing rule picks step."""
+        out = self.objective.losses(self.model, x)
+        chosen = self.objective.updates(out)
+        for player, optimizer in zip(self.objective.players, optimizers):
+            check_finite(out[player].loss, self.global_step)
+            optimizer.zero_grad(set_to_none=True)
+            if player in chosen:
+                self.manual_backward(out[player].loss, inputs=list(self.objective.player_parameters(self.model, player)),
+                                     retain_graph=True)
+        for player, optimizer in zip(self.objective.players, optimizers):
+            if player in chosen:
+                optimizer.step()
+            self.log(f"train/{player}_updated", float(player in chosen))
+        for name, value in out[self.objective.players[-1]].terms.items():
+            self.log(f"train/{name}", value, prog_bar=name.endswith("_loss"))
+        for player in self.objective.players[:-1]:
+            self.log(f"train/{player}_loss", out[player].loss.detach(), prog_bar=True)
+
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        if getattr(self.objective, "simultaneous", False):
+            return self.simultaneous_step(optimizers, batch.x)
         for player, optimizer in zip(self.objective.players, optimizers):
             self.player_step(player, optimizer, batch.x)
 

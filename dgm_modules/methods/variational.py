@@ -8,6 +8,7 @@ import torch
 from datamodules.base import Batch
 from dgm_modules.evaluation.latent_structure import LatentStructureEvaluator
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
+from dgm_modules.evaluation.reconstruction import ReconstructionAccuracyEvaluator
 from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
 from dgm_modules.methods.base import EvaluatedMethod, check_finite
 from dgm_modules.methods.schedules import LR_SCHEDULES
@@ -51,12 +52,15 @@ class VariationalMethod(EvaluatedMethod):
         self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed)
         self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed)
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
+        self.recon_accuracy = ReconstructionAccuracyEvaluator()
         self.test_structure = LatentStructureEvaluator(seed=eval_seed)  # kNN error, components used
 
     def evaluators(self, stage: str) -> list:
         if stage == "val":
             return [self.val_eval]
-        return [self.test_eval, self.test_structure, *([self.sample_quality] if self.sample_quality else [])]
+        # with FID, the same classifier asks whether reconstructions keep their label
+        quality = [self.sample_quality, self.recon_accuracy] if self.sample_quality else []
+        return [self.test_eval, self.test_structure, *quality]
 
     def setup(self, stage: str) -> None:
         bind = getattr(self.objective, "bind_data", None)  # e.g. a perceptual loss's feature network

@@ -71,7 +71,8 @@ class GANLoss(AdversarialObjective):
 
 @OBJECTIVES.register("vae-gan")
 class VAEGANLoss(AdversarialObjective):
-    """Larsen et al. (2016), Algorithm 1, with per-example sums:
+    """Larsen et al. (2016), Algorithm 1, with per-example sums, all three losses from one forward
+    pass (the players are updated simultaneously, as there):
 
     - encoder: ``KL(q(z|x) || p(z)) + L_llike``, where ``L_llike = -log N(Dis_l(x); Dis_l(x~), I)``
       is the reconstruction error in the discriminator's feature layer;
@@ -79,41 +80,70 @@ class VAEGANLoss(AdversarialObjective):
       prior samples ``x_p``);
     - discriminator: ``-[log D(x) + log(1 - D(x~)) + log(1 - D(x_p))]``.
 
+    Balancing (the authors' released code): with ``real`` and ``fake`` the discriminator's mean
+    cross-entropy on data and on ``x~, x_p``, its update is skipped while it wins by more than
+    ``margin`` (``real`` or ``fake`` below ``equilibrium - margin``), the decoder's while it loses by
+    more (either above ``equilibrium + margin``); never both. ``margin=None`` updates every step.
+
     Args:
         gamma: weight of content (feature reconstruction) against style (GAN) in the decoder's loss.
+        equilibrium: the cross-entropy around which the game is balanced (the code's 0.68, ~ln 2).
+        margin: half-width of the band in which both are updated, or ``None`` (no balancing).
     """
 
     supported_latents = frozenset({LatentKind.CONTINUOUS})
     players = ("encoder", "decoder", "discriminator")
     player_modules = {"encoder": "inference", "decoder": "generative", "discriminator": "discriminator"}
+    simultaneous: ClassVar[bool] = True
 
-    def __init__(self, gamma: float = 0.1) -> None:
+    def __init__(self, gamma: float = 1e-2, equilibrium: float = 0.68, margin: float | None = 0.4) -> None:
         super().__init__()
         if not gamma > 0:
             raise ValueError(f"objective.gamma must be > 0, got {gamma}")
-        self.gamma = gamma
+        if not equilibrium > 0:
+            raise ValueError(f"objective.equilibrium must be > 0, got {equilibrium}")
+        if margin is not None and not margin > 0:
+            raise ValueError(f"objective.margin must be > 0 or null (no balancing), got {margin}")
+        self.gamma, self.equilibrium, self.margin = gamma, equilibrium, margin
+
+    def losses(self, model: nn.Module, x: Tensor) -> dict[str, ObjectiveOutput]:
+        """Every player's loss from one forward pass. Each loss's gradient is meant for its own
+        player's parameters only (the method backpropagates it with ``inputs=`` those): the
+        discriminator's loss, for one, reaches the decoder through ``x~`` and ``x_p``."""
+        n = x.shape[0]
+        q = model.q(x)
+        # one decoder pass for x~ and x_p, one discriminator pass for x, x~ and x_p: batch norm then
+        # normalises data and fakes alike (in separate batches, a batch of near-identical
+        # reconstructions normalises to near-zero features whatever its content)
+        x_rec, x_prior = model.decode(torch.cat([q.rsample(), model.prior().sample((n,))])).split(n)
+        f, d = model.discriminator.features_and_logit(torch.cat([x, x_rec, x_prior]))
+        (f_real, f_rec, _), (d_real, d_rec, d_prior) = f.split(n), d.split(n)
+        feature_nll = -Independent(Normal(f_rec, 1.0), 1).log_prob(f_real.detach())
+        kl = kl_divergence(q, model.prior())
+        gan = -(log_d(d_rec, True) + log_d(d_prior, True))
+        real, fake_rec, fake_prior = -log_d(d_real, True), -log_d(d_rec, False), -log_d(d_prior, False)
+        dis_loss = real + fake_rec + fake_prior
+        terms = {"kl": kl.mean().detach(), "feature_nll": feature_nll.mean().detach(), "gan": gan.mean().detach(),
+                 "real_xent": real.mean().detach(), "fake_xent": 0.5 * (fake_rec + fake_prior).mean().detach()}
+        out = {}
+        for player, per_example in (("encoder", kl + feature_nll), ("decoder", self.gamma * feature_nll + gan),
+                                    ("discriminator", dis_loss)):
+            loss = per_example.mean()
+            out[player] = ObjectiveOutput(loss=loss, bound=per_example.detach(),
+                                          terms={**terms, f"{player}_loss": loss.detach()})
+        return out
+
+    def updates(self, out: dict[str, ObjectiveOutput]) -> tuple[str, ...]:
+        """The players to step this time, by the balancing rule."""
+        if self.margin is None:
+            return self.players
+        terms = out["discriminator"].terms
+        real, fake = float(terms["real_xent"]), float(terms["fake_xent"])
+        train_dis = not (real < self.equilibrium - self.margin or fake < self.equilibrium - self.margin)
+        train_dec = not (real > self.equilibrium + self.margin or fake > self.equilibrium + self.margin)
+        if not (train_dis or train_dec):
+            train_dis = train_dec = True
+        return tuple(p for p, on in (("encoder", True), ("decoder", train_dec), ("discriminator", train_dis)) if on)
 
     def forward(self, model: nn.Module, x: Tensor, player: str) -> ObjectiveOutput:
-        q = model.q(x)
-        x_rec = model.decode(q.rsample())
-        x_prior = None if player == "encoder" else model.decode(model.prior().sample((x.shape[0],)))
-        dis = model.discriminator
-        terms: dict[str, Tensor] = {}
-        if player == "discriminator":
-            per_example = -(log_d(dis(x), True) + log_d(dis(x_rec.detach()), False)
-                            + log_d(dis(x_prior.detach()), False))
-        else:
-            target = dis.features(x).detach()
-            feature_nll = -Independent(Normal(dis.features(x_rec), 1.0), 1).log_prob(target)
-            terms["feature_nll"] = feature_nll.mean().detach()
-            if player == "encoder":
-                kl = kl_divergence(q, model.prior())
-                terms["kl"] = kl.mean().detach()
-                per_example = kl + feature_nll
-            else:
-                gan = -(log_d(dis(x_rec), True) + log_d(dis(x_prior), True))
-                terms["gan"] = gan.mean().detach()
-                per_example = self.gamma * feature_nll + gan
-        loss = per_example.mean()
-        terms[f"{player}_loss"] = loss.detach()
-        return ObjectiveOutput(loss=loss, bound=per_example.detach(), terms=terms)
+        return self.losses(model, x)[player]
