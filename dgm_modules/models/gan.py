@@ -83,14 +83,14 @@ class VAEGAN(GaussianVAE):
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, hidden: Sequence[int] = (200, 200),
                  activation: str = "tanh", discriminator: Arch = "mlp", channels: int = 32,
-                 discriminator_dropout: float = 0.0) -> None:
-        super().__init__(input_shape, latent_dim, hidden, activation)
+                 discriminator_dropout: float = 0.0, likelihood: str = "bernoulli", obs_sigma: float = 0.1) -> None:
+        super().__init__(input_shape, latent_dim, hidden, activation, likelihood, obs_sigma)
         _check(latent_dim, hidden, channels, discriminator_dropout)
         self.discriminator = make_discriminator(discriminator, hidden, self.input_shape, channels,
                                                 discriminator_dropout)
 
     def decode(self, z: Tensor) -> Tensor:
-        """The decoder's mean image (Bernoulli probabilities), ``[B, *input_shape]``."""
+        """The decoder's mean image (Bernoulli probabilities or Gaussian means), ``[B, *input_shape]``."""
         return self.likelihood(z).mean.view(-1, *self.input_shape)
 
     @torch.no_grad()
