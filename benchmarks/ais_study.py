@@ -61,12 +61,14 @@ def study(args: argparse.Namespace) -> dict:
         rows.append({"estimator": "L_k", "k": k, "images": len(x), "log_px": values.mean().item(),
                      "seconds": seconds})
         print(json.dumps(rows[-1]), flush=True)
-    for steps in args.ais_steps:
-        options = AISOptions(steps=steps, chains=args.chains, leapfrog=args.leapfrog, max_pairs=args.chunk_pairs)
+    runs = [("prior", s) for s in args.ais_steps] + [("encoder", s) for s in args.encoder_steps]
+    for start, steps in runs:  # "encoder": AIS+encoder of Wu et al. (chains start from q(z | x))
+        options = AISOptions(steps=steps, chains=args.chains, leapfrog=args.leapfrog, max_pairs=args.chunk_pairs,
+                             start=start)
         torch.manual_seed(args.seed)
         values, seconds = _timed(lambda: ais_log_likelihood(target, x, options))
         rows.append({"estimator": "AIS", "steps": steps, "chains": args.chains, "leapfrog": args.leapfrog,
-                     "start": "prior", "images": len(x), "log_px": values.mean().item(), "seconds": seconds})
+                     "start": start, "images": len(x), "log_px": values.mean().item(), "seconds": seconds})
         print(json.dumps(rows[-1]), flush=True)
     for steps in args.bdmc_steps:
         options = AISOptions(steps=steps, chains=args.chains, leapfrog=args.leapfrog, max_pairs=args.chunk_pairs)
@@ -97,7 +99,7 @@ def write_report(result: dict, out: Path) -> None:
         if r["estimator"] == "L_k":
             md.append(f"| L_k | k={r['k']} | {r['images']} | {r['log_px']:.2f} | {r['seconds']:.1f} |")
         elif r["estimator"] == "AIS":
-            md.append(f"| AIS (prior) | {r['steps']} steps x {r['chains']} chains x {r['leapfrog']} leapfrog "
+            md.append(f"| AIS ({r.get('start', 'prior')}) | {r['steps']} steps x {r['chains']} chains x {r['leapfrog']} leapfrog "
                       f"| {r['images']} | {r['log_px']:.2f} | {r['seconds']:.1f} |")
     bd = [r for r in rows if r["estimator"] == "BDMC"]
     if bd:
@@ -110,8 +112,9 @@ def write_report(result: dict, out: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2 if bd else 1, figsize=(10 if bd else 5, 4), squeeze=False)
     ax = axes[0][0]
-    for name, label, key in (("L_k", "IWAE bound L_k", "k"), ("AIS", "AIS (prior start)", "steps")):
-        pts = [r for r in rows if r["estimator"] == name]
+    for name, label, key, start in (("L_k", "IWAE bound L_k", "k", None), ("AIS", "AIS (prior start)", "steps", "prior"),
+                                    ("AIS", "AIS+encoder", "steps", "encoder")):
+        pts = [r for r in rows if r["estimator"] == name and r.get("start", "prior" if start else None) == start]
         if pts:
             ax.plot([r["seconds"] for r in pts], [r["log_px"] for r in pts], "o-", label=label)
             for r in pts:
@@ -140,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100, 1000, 5000])
     p.add_argument("--ais-steps", type=int, nargs="+", default=[10, 30, 100])
+    p.add_argument("--encoder-steps", type=int, nargs="*", default=[],
+                   help="AIS+encoder (chains start from q(z | x)) at these numbers of steps")
     p.add_argument("--bdmc-steps", type=int, nargs="*", default=[10, 100])
     p.add_argument("--sim-images", type=int, default=100)
     p.add_argument("--chains", type=int, default=16)
