@@ -129,3 +129,22 @@ def test_bad_continuous_options_are_refused_before_training(tmp_path, capsys, ke
     code, line = run_cli(capsys, "run", "--method", "vae", "--data", data, "--out", str(tmp_path / "out"), *argv)
     assert code == 2 and message in line
     assert not list(tmp_path.glob("out/*/record.json"))
+
+
+def test_new_switches_at_their_defaults_leave_existing_fingerprints_alone():
+    from benchmarks.config import resolve_config
+    from benchmarks.fingerprint import config_fingerprint, identity
+
+    config = resolve_config("vae", "mnist")
+    assert config["data"]["init_args"]["dequantize"] is False and config["model"]["init_args"]["likelihood"] == "bernoulli"
+    ident = identity(config)
+    for section, keys in (("data", ("dequantize", "dequantize_seed")), ("model", ("likelihood", "obs_sigma"))):
+        assert not set(keys) & set(ident[section]["init_args"])
+    old = {**config, "data": {**config["data"], "init_args": {k: v for k, v in config["data"]["init_args"].items()
+                                                              if not k.startswith("dequantize")}}}
+    assert config_fingerprint(old) == config_fingerprint(config)  # a record written before the option
+    continuous = resolve_config("vae", "mnist", overrides={"data": {"init_args": {"binarization": "none", "dequantize": True}},
+                                                         "model": {"init_args": {"likelihood": "gaussian"}}})
+    prints = {config_fingerprint(c) for c in (config, continuous, resolve_config(
+        "vae", "mnist", overrides={"model": {"init_args": {"likelihood": "gaussian", "obs_sigma": 0.05}}}))}
+    assert len(prints) == 3
