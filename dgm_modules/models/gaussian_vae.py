@@ -8,12 +8,14 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.base import ExplicitLatentModel, LatentKind
 from dgm_modules.models.likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
-class GaussianVAE(LatentVariableModel):
+@MODELS.register("gaussian-vae")
+class GaussianVAE(ExplicitLatentModel):
     """MLP encoder and decoder, ``z ~ N(0, I)``, Bernoulli (or Gaussian) likelihood over the pixels.
 
     ``q(z | x) = N(mu(x), diag sigma(x)^2)``. The IWAE paper's one-layer model is
@@ -30,7 +32,7 @@ class GaussianVAE(LatentVariableModel):
         obs_sigma: the fixed observation noise of the ``gaussian`` likelihood.
     """
 
-    latent_kind = "continuous-reparam"
+    latent_kind = LatentKind.CONTINUOUS
     likelihoods = ("bernoulli", "gaussian")
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50,
@@ -65,24 +67,11 @@ class GaussianVAE(LatentVariableModel):
             return Independent(Normal(torch.sigmoid(self.generative(z)), self.obs_sigma, validate_args=False), 1)
         return Independent(Bernoulli(logits=self.generative(z), validate_args=False), 1)
 
-    def sample_q(self, x: Tensor, k: int = 1, reparam: bool = True) -> tuple[Latents, Tensor]:
-        q = self.q(x)
-        z = q.rsample((k,)) if reparam else q.sample((k,))
-        return (z,), q.log_prob(z)
-
-    def log_q(self, x: Tensor, z: Latents) -> Tensor:
-        return self.q(x).log_prob(z[0])
-
-    def log_joint(self, x: Tensor, z: Latents) -> Tensor:
-        (z0,) = z
-        out = self.generative(z0)
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        out = self.generative(z)  # the hot path of L_5000
         if self.likelihood_kind == "gaussian":
-            return self.prior().log_prob(z0) + gaussian_log_likelihood(torch.sigmoid(out), x.flatten(1), self.obs_sigma)
-        return self.prior().log_prob(z0) + bernoulli_log_likelihood(out, x.flatten(1))
-
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
-        z = self.prior().sample((n,))
-        return self.likelihood(z).sample().view(n, *self.input_shape), (z,)
+            return gaussian_log_likelihood(torch.sigmoid(out), x.flatten(1), self.obs_sigma)
+        return bernoulli_log_likelihood(out, x.flatten(1))
 
     def analytic_elbo(self, x: Tensor) -> Tensor:
         q = self.q(x)
