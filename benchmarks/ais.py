@@ -21,7 +21,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from dgm_modules.evaluation.ais import SUPPORTED_KINDS, AISOptions, AISTarget, ais_log_likelihood, bdmc
+from dgm_modules.evaluation.ais import (SUPPORTED_KINDS, AISOptions, AISTarget, ais_log_likelihood, bdmc,
+                                        select_obs_sigma)
 from dgm_modules.registry import MODELS, ConfigError, section_options
 
 #: options of the section besides :class:`AISOptions`'s own
@@ -110,9 +111,8 @@ class AISEvaluation(Callback):
             sigma = next(iter(self.options))
             if len(self.options) > 1:  # Wu et al.: the observation noise of highest validation AIS estimate
                 x_val = self._images(trainer.datamodule.val_dataloader(), param.device, param.dtype)
-                scores = {s: ais_log_likelihood(self.targets[s], x_val, self.options[s]).mean().item()
-                          for s in self.options}
-                sigma = max(scores, key=scores.get)
+                chosen = select_obs_sigma(pl_module.model, x_val, list(self.options), self.options[sigma])
+                sigma = chosen["obs_sigma"]
                 out["test/ais_obs_sigma"] = sigma
             x = self._images(trainer.datamodule.test_dataloader(), param.device, param.dtype)
             target, options = self.targets[sigma], self.options[sigma]

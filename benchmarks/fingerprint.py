@@ -19,6 +19,14 @@ IGNORED: tuple[tuple[str, ...], ...] = (
     ("trainer", "enable_progress_bar"), ("trainer", "enable_model_summary"), ("trainer", "log_every_n_steps"),
 )
 
+#: switches added after records were published, with the options that act only through them: at the
+#: switch's default, all are dropped from the identity (they cannot change a number), so every
+#: configuration that existed before them keeps its fingerprint and its run folder
+ADDED_SWITCHES: tuple[tuple[tuple[str, ...], str, Any, tuple[str, ...]], ...] = (
+    (("data", "init_args"), "dequantize", False, ("dequantize_seed",)),
+    (("model", "init_args"), "likelihood", "bernoulli", ("obs_sigma",)),
+)
+
 
 def canonical(value: Any) -> Any:
     """Plain JSON data with one spelling per value: integral floats as ints, tuples as lists."""
@@ -51,6 +59,13 @@ def identity(config: dict) -> dict:
     out = canonical(config)
     for path in IGNORED:
         _without(out, path)
+    for where, switch, default, dependents in ADDED_SWITCHES:
+        node: Any = out
+        for key in where:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(switch, default) == canonical(default):
+            for key in (switch, *dependents):
+                node.pop(key, None)
     return out
 
 

@@ -120,7 +120,8 @@ def table_key(record: dict) -> str:
     p = record.get("protocol") or {}
     split = p.get("split") or {}
     sizes = "/".join(str(split.get(s)) for s in ("train", "val", "test"))
-    return f"{record['dataset']} (binarization={p.get('binarization')}, train/val/test={sizes})"
+    dequantized = f", dequantize={p['dequantize']}" if p.get("dequantize") else ""
+    return f"{record['dataset']} (binarization={p.get('binarization')}{dequantized}, train/val/test={sizes})"
 
 
 def column_name(record: dict, metric: str) -> str:

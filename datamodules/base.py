@@ -40,10 +40,11 @@ class IndexBatchLoader:
     """
 
     def __init__(self, x: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int,
-                 dynamic_binarize: bool, y: torch.Tensor | None = None) -> None:
+                 dynamic_binarize: bool, y: torch.Tensor | None = None, dequantize_width: float = 0.0) -> None:
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.dynamic_binarize = dynamic_binarize
+        self.dequantize_width = dequantize_width  # > 0: add fresh U(0, width) noise to each use of an image
         self.epoch = 0
         self.skip = 0  # batches of the next epoch already trained on (a mid-epoch resume)
         self.rank, self.world_size = 0, 1
@@ -66,7 +67,8 @@ class IndexBatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         batches = self._batches()
-        # A fresh Bernoulli draw each time an image is used, reproducible per (seed, epoch, rank).
+        # A fresh Bernoulli (or dequantisation) draw each time an image is used, reproducible per
+        # (seed, epoch, rank).
         gen = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 1_000_003 + self.rank)
         self.epoch += 1
         skip, self.skip = self.skip, 0
@@ -74,6 +76,8 @@ class IndexBatchLoader:
             x = self.x[sel]
             if self.dynamic_binarize:
                 x = torch.bernoulli(x, generator=gen)  # drawn for skipped batches too: the same noise after
+            elif self.dequantize_width:  # likewise
+                x = x + self.dequantize_width * torch.rand(x.shape, generator=gen)
             if j >= skip:
                 yield Batch(x, None if self.y is None else self.y[sel], j)
 
@@ -104,6 +108,10 @@ class TensorDataModule(L.LightningDataModule):
         eval_batch_size: batch size for validation and test.
         binarization: ``dynamic`` (fresh Bernoulli draw of the intensities each time an image is
             used), ``fixed`` (one draw with ``binarization_seed``) or ``none`` (grey levels in [0, 1]).
+        dequantize: continuous data from 8-bit grey levels (Wu et al. 2017; needs ``binarization:
+            none`` and a dataset of ``levels`` integer intensities): ``x = (pixel + u) / levels``,
+            ``u ~ U(0, 1)``, drawn afresh each time a training image is used and once (seeded by
+            ``dequantize_seed``) for validation and test, so evaluation is deterministic.
         val_size: examples held out of the training split for validation (ignored where the
             dataset ships its own validation split).
         split_seed: seed of the train/validation split.
@@ -117,11 +125,15 @@ class TensorDataModule(L.LightningDataModule):
     name: str = "base"
     default_binarization: Binarization = "dynamic"
     binarizations: tuple[str, ...] = ("dynamic", "fixed", "none")
+    #: number of integer intensity levels the [0, 1] values were made from (``pixel / (levels - 1)``);
+    #: None where the data are not quantised that way, and dequantisation is refused
+    levels: int | None = None
 
     def __init__(self, data_dir: str | None = None, batch_size: int = 100, eval_batch_size: int = 500,
                  binarization: str | None = None, binarization_seed: int = 0, val_size: int = 10_000,
                  split_seed: int = 0, seed: int = 0, download: bool = False,
-                 labelled_fraction: float = 1.0, label_seed: int = 0) -> None:
+                 labelled_fraction: float = 1.0, label_seed: int = 0, dequantize: bool = False,
+                 dequantize_seed: int = 0) -> None:
         super().__init__()
         binarization = binarization or self.default_binarization
         if binarization not in self.binarizations:
@@ -135,6 +147,15 @@ class TensorDataModule(L.LightningDataModule):
         if not 0.0 <= labelled_fraction <= 1.0:
             raise ValueError(f"data.labelled_fraction must be in [0, 1], got {labelled_fraction}")
         self.labelled_fraction, self.label_seed = labelled_fraction, label_seed
+        if not isinstance(dequantize, bool):
+            raise ValueError(f"data.dequantize must be true or false, got {dequantize!r}")
+        if dequantize and self.levels is None:
+            raise ValueError(f"data.dequantize=true is not available for {self.name}: it applies to datasets of "
+                             "8-bit grey levels (mnist, fashion-mnist)")
+        if dequantize and binarization != "none":
+            raise ValueError(f"data.dequantize=true needs data.binarization='none' (grey levels), "
+                             f"got {binarization!r}")
+        self.dequantize, self.dequantize_seed = dequantize, dequantize_seed
         self.data_dir = resolve_data_dir(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.binarization, self.binarization_seed = binarization, binarization_seed
@@ -188,6 +209,18 @@ class TensorDataModule(L.LightningDataModule):
             self.train_x = torch.bernoulli(self.train_x, generator=gen)
         if self.binarization != "none":
             self.val_x, self.test_x = (torch.bernoulli(t, generator=gen) for t in (self.val_x, self.test_x))
+        if self.dequantize:
+            self._dequantize_splits()
+
+    def _dequantize_splits(self) -> None:
+        """Training images become ``pixel / levels`` (the loader adds fresh ``u / levels``);
+        validation and test get their one seeded draw of ``u`` here."""
+        n = self.levels
+        for name in ("train_x", "val_x", "test_x"):
+            x = getattr(self, name)
+            setattr(self, name, torch.round(x * (n - 1)).div_(n))
+        gen = torch.Generator().manual_seed(self.dequantize_seed)
+        self.val_x, self.test_x = (t + torch.rand(t.shape, generator=gen) / n for t in (self.val_x, self.test_x))
 
     def _check_values(self, split: str, x: torch.Tensor) -> None:
         """Finite values, and in [0, 1] where they are Bernoulli means: found here, not as a NaN loss
@@ -209,7 +242,8 @@ class TensorDataModule(L.LightningDataModule):
     def _loader(self, x: torch.Tensor, y: torch.Tensor | None, train: bool) -> IndexBatchLoader:
         loader = IndexBatchLoader(
             x, self.batch_size if train else self.eval_batch_size, shuffle=train, seed=self.seed,
-            dynamic_binarize=train and self.binarization == "dynamic", y=y)
+            dynamic_binarize=train and self.binarization == "dynamic", y=y,
+            dequantize_width=1.0 / self.levels if train and self.dequantize else 0.0)
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             if trainer.world_size > 1:
@@ -235,6 +269,8 @@ class TensorDataModule(L.LightningDataModule):
                "split_seed": self.split_seed, "dims": list(self.dims)}
         if self.binarization != "none":
             out["binarization_seed"] = self.binarization_seed
+        if self.dequantize:  # never pooled with grey levels: the densities are of other data
+            out.update(dequantize=f"uniform-1/{self.levels}", dequantize_seed=self.dequantize_seed)
         if self.labelled_fraction < 1.0:
             out.update(labelled_fraction=self.labelled_fraction, label_seed=self.label_seed)
         return out

@@ -67,6 +67,7 @@ class MNISTDataModule(TensorDataModule):
 
     name = "mnist"
     folder = "MNIST"  # torchvision's <root>/<folder>/raw layout
+    levels = 256  # 8-bit grey levels: data.dequantize=true is available
 
     @property
     def dims(self) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ generators (the GAN, and the VAE-GAN's decoder) under ``p(x | z) = N(x; G(z), si
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from torch.distributions import constraints
 
 from dgm_modules.evaluation.hmc import ChainState, PathTerms, adapt_step_size, evaluate_terms, hmc_transition
 from dgm_modules.models.base import LatentKind, LatentVariableModel
+from dgm_modules.models.likelihoods import gaussian_log_likelihood
 from dgm_modules.objectives.functional import log_mean_exp
 
 SCHEDULES = ("sigmoid", "geometric")
@@ -136,10 +138,7 @@ class AISTarget:
         if self.generator is None:
             return self.model.log_joint(x, (z,))
         mean = self.generator(z.reshape(-1, z.shape[-1])).reshape(*z.shape[:-1], -1)
-        sq = (x.flatten(1) - mean).pow(2).sum(-1)
-        d = mean.shape[-1]
-        log_lik = -0.5 * sq / self.obs_sigma**2 - d * (math.log(self.obs_sigma) + 0.5 * math.log(2 * math.pi))
-        return self.log_prior(z) + log_lik
+        return self.log_prior(z) + gaussian_log_likelihood(mean, x.flatten(1), self.obs_sigma)
 
     def check_start(self, start: str) -> None:
         if start not in STARTS:
@@ -246,3 +245,21 @@ def bdmc(target: AISTarget, n: int, options: AISOptions) -> dict[str, Tensor]:
     lower = ais_log_likelihood(target, x, options)
     upper = reverse_ais_log_likelihood(target, x, z, options)
     return {"lower": lower, "upper": upper, "gap": upper - lower}
+
+
+def select_obs_sigma(model: nn.Module, x: Tensor, sigmas: list[float], options: AISOptions) -> dict[str, Any]:
+    """Wu et al.'s choice of a generator's observation noise: the ``sigma`` of ``sigmas`` whose mean
+    forward-AIS estimate of ``log p(x)`` on the (validation) images ``x`` is highest.
+
+    Returns ``{"obs_sigma": best, "scores": {sigma: mean log p(x)}, "images", "steps", "chains"}``
+    (``options.obs_sigma`` is ignored; each candidate gets ``options`` otherwise).
+    """
+    if not sigmas:
+        raise ValueError("ais.obs_sigma: expected a non-empty list of candidates > 0, got []")
+    scores = {}
+    for sigma in sigmas:
+        opts = dataclasses.replace(options, obs_sigma=float(sigma))  # checks sigma > 0
+        scores[float(sigma)] = ais_log_likelihood(AISTarget(model, opts.obs_sigma), x, opts).mean().item()
+    best = max(scores, key=scores.get)
+    return {"obs_sigma": best, "scores": scores, "images": int(x.shape[0]), "steps": options.steps,
+            "chains": options.chains, "leapfrog": options.leapfrog}

@@ -90,23 +90,30 @@ class VAEGAN(GaussianVAE):
         latent_dim: dimension of ``z``.
         channels: the width ``c`` of the conv nets: the paper's 64 (encoder 64-128-256, decoder
             256-128-64, discriminator 32-128-256 then 512 units); smaller for a CPU budget.
+        likelihood, obs_sigma: as :class:`GaussianVAE` (``gaussian`` scores continuous data).
     """
 
-    def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, channels: int = 64) -> None:
+    def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, channels: int = 64,
+                 likelihood: str = "bernoulli", obs_sigma: float = 0.1) -> None:
         LatentVariableModel.__init__(self, input_shape)  # GaussianVAE's q, prior and likelihood; these nets
         if latent_dim < 1:
             raise ValueError(f"model.latent_dim must be >= 1, got {latent_dim}")
         if channels < 1:
             raise ValueError(f"model.channels must be >= 1, got {channels}")
+        if likelihood not in self.likelihoods:
+            raise ValueError(f"model.likelihood must be one of {list(self.likelihoods)}, got {likelihood!r}")
+        if isinstance(obs_sigma, bool) or not isinstance(obs_sigma, (int, float)) or not obs_sigma > 0:
+            raise ValueError(f"model.obs_sigma must be a number > 0, got {obs_sigma!r}")
         self.latent_dim = latent_dim
+        self.likelihood_kind, self.obs_sigma = likelihood, float(obs_sigma)
         self.inference = ConvEncoder(self.input_shape, 2 * latent_dim, channels)
         self.generative = ConvDecoder(latent_dim, self.input_shape, channels)
         self.discriminator = ConvDiscriminator(self.input_shape, channels)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def decode(self, z: Tensor) -> Tensor:
-        """The decoder's mean image (Bernoulli probabilities), ``[B, *input_shape]``."""
-        return self.generative(z).sigmoid().view(-1, *self.input_shape)
+        """The decoder's mean image (Bernoulli probabilities or Gaussian means), ``[B, *input_shape]``."""
+        return self.likelihood(z).mean.view(-1, *self.input_shape)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

@@ -9,14 +9,14 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from dgm_modules.models.base import ExplicitLatentModel, LatentKind
-from dgm_modules.models.likelihoods import bernoulli_log_likelihood
+from dgm_modules.models.likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.registry import MODELS
 
 
 @MODELS.register("gaussian-vae")
 class GaussianVAE(ExplicitLatentModel):
-    """MLP encoder and decoder, ``z ~ N(0, I)``, Bernoulli likelihood over the pixels.
+    """MLP encoder and decoder, ``z ~ N(0, I)``, Bernoulli (or Gaussian) likelihood over the pixels.
 
     ``q(z | x) = N(mu(x), diag sigma(x)^2)``. The IWAE paper's one-layer model is
     ``hidden=(200, 200), latent_dim=50, activation="tanh"`` (784-200-200-50).
@@ -26,17 +26,28 @@ class GaussianVAE(ExplicitLatentModel):
         latent_dim: number of latent units.
         hidden: widths of the deterministic hidden layers of the encoder (the decoder mirrors them).
         activation: nonlinearity between layers.
+        likelihood: ``bernoulli`` (binary or grey-level pixels as probabilities) or ``gaussian``:
+            ``N(x; sigmoid(decoder(z)), obs_sigma^2 I)``, a density of continuous data such as
+            dequantised MNIST (Wu et al. 2017).
+        obs_sigma: the fixed observation noise of the ``gaussian`` likelihood.
     """
 
     latent_kind = LatentKind.CONTINUOUS
+    likelihoods = ("bernoulli", "gaussian")
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50,
-                 hidden: Sequence[int] = (200, 200), activation: str = "tanh") -> None:
+                 hidden: Sequence[int] = (200, 200), activation: str = "tanh",
+                 likelihood: str = "bernoulli", obs_sigma: float = 0.1) -> None:
         super().__init__(input_shape)
         if latent_dim < 1:
             raise ValueError(f"model.latent_dim must be >= 1, got {latent_dim}")
         if any(h < 1 for h in hidden):
             raise ValueError(f"model.hidden widths must be >= 1, got {list(hidden)}")
+        if likelihood not in self.likelihoods:
+            raise ValueError(f"model.likelihood must be one of {list(self.likelihoods)}, got {likelihood!r}")
+        if isinstance(obs_sigma, bool) or not isinstance(obs_sigma, (int, float)) or not obs_sigma > 0:
+            raise ValueError(f"model.obs_sigma must be a number > 0, got {obs_sigma!r}")
+        self.likelihood_kind, self.obs_sigma = likelihood, float(obs_sigma)
         d = math.prod(self.input_shape)
         self.latent_dim = latent_dim
         self.inference = MLP(d, hidden, 2 * latent_dim, activation)
@@ -52,10 +63,15 @@ class GaussianVAE(ExplicitLatentModel):
         return Independent(Normal(zero, zero + 1.0, validate_args=False), 1)
 
     def likelihood(self, z: Tensor) -> Independent:
+        if self.likelihood_kind == "gaussian":
+            return Independent(Normal(torch.sigmoid(self.generative(z)), self.obs_sigma, validate_args=False), 1)
         return Independent(Bernoulli(logits=self.generative(z), validate_args=False), 1)
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        return bernoulli_log_likelihood(self.generative(z), x.flatten(1))  # the hot path of L_5000
+        out = self.generative(z)  # the hot path of L_5000
+        if self.likelihood_kind == "gaussian":
+            return gaussian_log_likelihood(torch.sigmoid(out), x.flatten(1), self.obs_sigma)
+        return bernoulli_log_likelihood(out, x.flatten(1))
 
     def analytic_elbo(self, x: Tensor) -> Tensor:
         q = self.q(x)
