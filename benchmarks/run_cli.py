@@ -136,8 +136,9 @@ def prescan(argv: list[str]) -> Given:
         token = argv[i]
         option, eq, inline = token.partition("=")
         takes_value = option.startswith("--") and option not in ("--print_config", "--help", "--debug", "--wandb")
-        value = inline if eq else (argv[i + 1] if takes_value and i + 1 < len(argv) else None)
-        step = 1 if eq or not takes_value else 2
+        following = argv[i + 1] if takes_value and i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+        value = inline if eq else following
+        step = 1 if eq or value is None else 2
         if option.endswith(".help") and option[2:-5] in COMPONENTS:
             given.help_for = (option[2:-5], value)
         elif not option.startswith("--") or not takes_value or value is None:
@@ -218,7 +219,7 @@ def class_help(section: str, name: str | None, method: str | None = None) -> str
              f"init args (set with --{section}.NAME VALUE or {section}: {{init_args: {{NAME: VALUE}}}}):"]
     for pname, hint, default in init_params(cls, INJECTED[section]):
         shown = f"preset {method}: {preset[pname]!r}" if pname in preset else default_text(default)
-        lines.append(f"  --{section}.{pname:<24} {describe(hint)}  ({shown})")
+        lines.append(f"  --{section}.{pname:<22} {describe(hint)}  ({shown})")
     return "\n".join(lines)
 
 
@@ -354,8 +355,10 @@ def parse_run(argv: list[str]) -> tuple[dict, argparse.Namespace]:
     from benchmarks.config import resolve_config
 
     given = prescan(argv)
-    if given.help_for is not None:
-        print(class_help(*given.help_for, method=given.method))
+    if given.help_for is not None:  # --model.help alone: the class the method or config chose
+        section, name = given.help_for
+        name = name or given.classes.get(section) or preset_class(given.method, section)
+        print(class_help(section, name, method=given.method))
         raise SystemExit(0)
     parser = build_run_parser(given)
     try:
