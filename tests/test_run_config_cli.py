@@ -156,3 +156,11 @@ def test_the_resolved_config_is_beside_the_run_before_training(tmp_path):
     assert seen["config"] is not None, "config.yaml was not written before training"
     replayed = resolve_config(seen["config"]["method"], seen["config"]["data"], seen["config"]["seed"], seen["config"])
     assert run_id(replayed) == record["run_id"]
+
+
+def test_reproduce_reads_config_files_of_overrides_for_every_cell(tmp_path, capsys):
+    bad = write(tmp_path / "bad.yaml", "model: {latnt_dim: 2}\n")
+    assert main(["reproduce", "iwae-table1", "--budget", "smoke", "--config", bad, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert r"unknown option(s) ['latnt_dim']" in err and "latent_dim" in err, err
+    assert not (tmp_path / "o").exists()
