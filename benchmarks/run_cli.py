@@ -260,7 +260,10 @@ def build_run_parser(given: Given):
 
     from benchmarks.wandb_log import MODES
 
-    parser = ArgumentParser(prog="dgm-bench run", description=DESCRIPTION, print_config=None, exit_on_error=False,
+    usage = ("dgm-bench run [--method NAME] [--data NAME] [--config FILE ...] [--SECTION.OPTION VALUE ...] "
+             "[--print_config] [--out DIR] [--seed N]")
+    parser = ArgumentParser(prog="dgm-bench run", usage=usage, description=DESCRIPTION, print_config=None,
+                            exit_on_error=False,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action=ActionConfigFile,
                         help="a YAML config file (sections as in --print_config; repeatable: later files override "
@@ -286,7 +289,7 @@ def build_run_parser(given: Given):
                                           f"path; --{section}.help NAME lists a class's options")
         group.add_argument(f"--{section}.class_path", type=Any, default=UNSET, metavar="NAME",
                            help=f"the {section} class")
-        group.add_argument(f"--{section}.help", metavar="NAME", help=f"list the init args of a {section} class and exit")
+        group.add_argument(f"--{section}.help", metavar="NAME", help=f"list the init args of the {section} class NAME and exit")
         declared.add((section, "class_path"))
         params = []
         if isinstance(name, str):
