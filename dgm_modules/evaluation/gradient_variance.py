@@ -264,12 +264,9 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
     """One estimator (or a default list) from the command line or config.
 
     Accepts ``"vae"`` / ``"sbn"`` (the default lists), ``"run"`` (the run's own objective), a label
-    of a default list (``"nvil"``, ``"iwae-k50"``), a registered objective (``"iwae"``), an objective
-    in the config's own form ``{"class_path": "iwae", "init_args": {"k": 100}}`` (optionally with
-    ``label``, ``model_overrides``, ``adapt_steps``), a mapping
-    ``{"label", "objective", "model_overrides", "adapt_steps"}``, or a YAML/JSON string of either.
-    Deprecated: ``"iwae:k=100"`` (kept so that existing specs and records keep their labels); it is
-    the class_path form labelled ``iwae:k=100``.
+    of a default list (``"nvil"``, ``"iwae-k50"``), a registered objective with options
+    (``"iwae"``, ``"iwae:k=100"``, ``"dreg:k=5"``), a mapping
+    ``{"label", "objective", "model_overrides", "adapt_steps"}`` or a YAML/JSON string of one.
     """
     from dgm_modules.components import OBJECTIVES
     from dgm_modules.registry import ConfigError
@@ -278,7 +275,9 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
         return [item]
     if isinstance(item, str) and item.lstrip().startswith("{"):
         item = yaml.safe_load(item)
-    if isinstance(item, dict) and "class_path" in item:  # the objective's own config form
+    # an objective in the config's own form, {class_path: iwae, init_args: {k: 100}} (optionally with
+    # label, model_overrides, adapt_steps), labelled iwae:k=100; the string "iwae:k=100" is deprecated
+    if isinstance(item, dict) and "class_path" in item:
         extra = {k: item[k] for k in ("label", "model_overrides", "adapt_steps") if k in item}
         spec = {k: v for k, v in item.items() if k not in extra}
         item = {"label": extra.pop("label", None) or objective_label(spec), "objective": spec, **extra}
