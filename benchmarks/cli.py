@@ -42,45 +42,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    from benchmarks.config import deep_merge, load_yaml, parse_set
-    from benchmarks.matrix import normalise_overrides
-
-    over: dict = {}
-    if args.config:
-        over = normalise_overrides(load_yaml(args.config), args.config)
-    if args.max_epochs is not None:
-        over = deep_merge(over, {"trainer": {"max_epochs": args.max_epochs}})
-    return deep_merge(over, parse_set(args.set or []))
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks import signals
-    from benchmarks.config import resolve_config
-    from benchmarks.validate import check_config, check_out_dir
-    from benchmarks.wandb_log import run_cell_logged
-
-    signals.install()
-    over = _overrides(args)
-    method = over.pop("method", None) or args.method
-    data = over.pop("data", None) if args.data is None else {**{"class_path": args.data}, **{
-        k: v for k, v in (over.pop("data", None) or {}).items() if k != "class_path"}}
-    seed = over.pop("seed", args.seed)
-    if method is None or data is None:
-        raise ConfigError("run: --method and --data are required (or give them in --config)")
-    config = resolve_config(method, data, seed, over)
-    check_out_dir(args.out)
-    check_config(config, data=False)  # what building finds, before training (run_cell checks the data)
-    record = run_cell_logged(config, args.out, args.wandb, group="run", enable_progress_bar=sys.stderr.isatty())
-    print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
-                     indent=2, default=str))
-    if (Path(args.out) / record["run_id"] / "record.json").exists():  # a full disk may have kept it from being written
-        print(f"record: {Path(args.out) / record['run_id'] / 'record.json'}")
-    if signals.requested():
-        return signals.exit_code(signals.requested())
-    return 0 if record["status"] == "completed" else 1
-
-
 def cmd_matrix(args: argparse.Namespace) -> int:
     from benchmarks import signals
     from benchmarks.fingerprint import config_fingerprint
@@ -159,27 +120,32 @@ def cmd_figure_recon(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: every command: its one-line help and where its parser is made. `dgm-bench --help` shows these
+#: without importing a command's module (most import torch and Lightning: seconds).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("registered methods, datasets, models and objectives", "benchmarks.cli:add_list_parser"),
+    "run": ("train and score one (method, dataset, seed) cell (`dgm-bench run --help`: every option)", ""),
+    "matrix": ("run a matrix spec (resumable), then print the leaderboard", "benchmarks.cli:add_matrix_parser"),
+    "leaderboard": ("aggregate the records under DIR into leaderboard.md/.csv and runs.csv",
+                    "benchmarks.cli:add_leaderboard_parser"),
+    "figure": ("figures made from run folders", "benchmarks.cli:add_figure_parser"),
+    "evaluator": ("the feature networks of FID/KID and the perceptual loss", "benchmarks.evaluator:add_parser"),
+    "gradvar": ("gradient-estimator variance (trace, ||mean||^2, SNR) at a run's checkpoint",
+                "benchmarks.gradvar:add_parser"),
+    "evaluate": ("re-score a saved run (test ELBO, L_k, FID/KID) without training", "benchmarks.evaluate:add_parser"),
+    "reproduce": ("run a paper reproduction; write our numbers beside the published ones",
+                  "benchmarks.reproduce:add_parser"),
+}
+
+
+def add_list_parser(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("list", help=COMMANDS["list"][0]).set_defaults(fn=cmd_list)
+
+
+def add_matrix_parser(sub: argparse._SubParsersAction) -> None:
     from benchmarks.wandb_log import add_wandb_argument
 
-    parser = argparse.ArgumentParser(prog="dgm-bench", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="registered methods, datasets, models and objectives").set_defaults(fn=cmd_list)
-
-    run = sub.add_parser("run", help="train and score one (method, dataset, seed) cell")
-    run.add_argument("--method", help="a registered method (see `dgm-bench list`)")
-    run.add_argument("--data", help="a registered dataset (see `dgm-bench list`)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--max-epochs", type=int, default=None)
-    run.add_argument("--out", default="runs", help="output folder (default: runs)")
-    run.add_argument("--config", help="YAML file of overrides (sections data, model, objective, optimizer, module, trainer)")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override one option, e.g. --set objective.k=50 --set trainer.max_epochs=3")
-    add_wandb_argument(run, "in the group 'run'")
-    run.set_defaults(fn=cmd_run)
-
-    matrix = sub.add_parser("matrix", help="run a matrix spec (resumable), then print the leaderboard")
+    matrix = sub.add_parser("matrix", help=COMMANDS["matrix"][0])
     matrix.add_argument("spec", help="a YAML spec, e.g. benchmarks/specs/digits.yaml")
     matrix.add_argument("--out", help="output folder (default: runs/<spec name>)")
     matrix.add_argument("--launcher", choices=["local", "slurm"], default="local")
@@ -200,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # "local": submitit's local executor
     matrix.set_defaults(fn=cmd_matrix)
 
-    board = sub.add_parser("leaderboard", help="aggregate the records under DIR into leaderboard.md/.csv and runs.csv")
+
+def add_leaderboard_parser(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.wandb_log import add_wandb_argument
+
+    board = sub.add_parser("leaderboard", help=COMMANDS["leaderboard"][0])
     board.add_argument("dir")
     board.add_argument("--out", help="where to write the tables (default: DIR)")
     board.add_argument("--spec", help="the matrix spec being tabulated: records of other configurations are shown "
@@ -210,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                        what="also log the leaderboard's rows as a Weights & Biases Table in a run of its own")
     board.set_defaults(fn=cmd_leaderboard)
 
-    figure = sub.add_parser("figure", help="figures made from run folders").add_subparsers(dest="figure", required=True)
+
+def add_figure_parser(sub: argparse._SubParsersAction) -> None:
+    figure = sub.add_parser("figure", help=COMMANDS["figure"][0]).add_subparsers(dest="figure", required=True)
     usage = figure.add_parser("latent-usage", help="mean stick/component weights vs per-dimension KL of two runs")
     usage.add_argument("run_a", help="a run folder (record.json, checkpoints/last.ckpt)")
     usage.add_argument("run_b", help="a second run folder")
@@ -230,21 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gradvar_figures(figure)
 
-    from benchmarks.evaluator import add_parser as add_evaluator_parser
 
-    add_evaluator_parser(sub)
-    from benchmarks.gradvar import add_parser as add_gradvar_parser
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The argparse parser of every command but ``run`` (benchmarks/run_cli.py, on jsonargparse).
 
-    add_gradvar_parser(sub)
-    from benchmarks.evaluate import add_parser as add_evaluate_parser
+    Only ``command``'s own parser is built in full (``"*"``: all of them); the others are listed by
+    name and help, so that ``dgm-bench --help`` imports neither torch nor Lightning."""
+    import importlib
 
-    add_evaluate_parser(sub)
-    from benchmarks.reproduce import add_parser as add_reproduce_parser
-
-    add_reproduce_parser(sub)
-    for command in sub.choices.values():  # also after the command: `dgm-bench matrix spec.yaml --debug`
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    parser = argparse.ArgumentParser(prog="dgm-bench", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, (help_text, where) in COMMANDS.items():
+        if where and command in ("*", name):
+            module, _, fn = where.partition(":")
+            getattr(importlib.import_module(module), fn)(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    for name in ([command] if command in sub.choices else list(sub.choices)):
+        if name != "run":  # also after the command: `dgm-bench matrix spec.yaml --debug`
+            sub.choices[name].add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+def command_of(argv: list[str]) -> tuple[str | None, int]:
+    """The command named in ``argv`` and its index (options before it are the global ones)."""
+    for i, token in enumerate(argv):
+        if not token.startswith("-"):
+            return token, i
+    return None, len(argv)
 
 
 DEBUG_HELP = "on an error, print the full traceback (without it, errors are one line)"
@@ -259,13 +245,26 @@ def report(err: BaseException, message: str, code: int, debug: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, at = command_of(argv)
+    if command == "run":  # jsonargparse's parser (benchmarks/run_cli.py); its errors are ConfigErrors
+        debug = "--debug" in argv
+        rest = argv[at + 1:]
+
+        def fn(_args: object) -> int:
+            from benchmarks.run_cli import cmd_run
+
+            return cmd_run(rest)
+
+        args = argparse.Namespace(fn=fn)
+    else:
+        args = build_parser(command).parse_args(argv)
+        debug = args.debug
     quiet_lightning()
     os.environ.setdefault("WANDB_MODE", "offline")
     from benchmarks import signals
 
     saved = signals.current_handlers()  # run and matrix install their own; a caller (a test) gets its back
-    debug = args.debug
     try:
         return args.fn(args)
     except (ConfigError, FileNotFoundError) as err:

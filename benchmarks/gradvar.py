@@ -87,8 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="a run folder (record.json, checkpoints/last.ckpt)")
     p.add_argument("--estimators", nargs="+", default=None, metavar="NAME",
                    help="'vae' or 'sbn' (default lists), 'run' (the run's own objective), a default label "
-                        "(nvil, iwae-k50, gumbel-softmax, ...), a registered objective with options "
-                        "('iwae:k=100'), or a JSON mapping {label, objective, model_overrides, adapt_steps}; "
+                        "(nvil, iwae-k50, gumbel-softmax, ...), a registered objective, one in the config's form "
+                        "('{class_path: iwae, init_args: {k: 100}}', labelled iwae:k=100; the old 'iwae:k=100' "
+                        "is deprecated) or a mapping {label, objective, model_overrides, adapt_steps}; "
                         "default: the list for the run's model")
     p.add_argument("--samples", type=int, default=100, help="M, gradient estimates per estimator (default 100)")
     p.add_argument("--group", nargs="+", default=list(GROUPS), choices=list(GROUPS),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 RECORD = "record.json"
+CONFIG = "config.yaml"
 STATUSES = ("completed", "failed", "diverged")
 #: records are published: readable by the group and others (mkstemp alone gives 0600)
 RECORD_MODE = 0o644
@@ -19,13 +20,28 @@ RECORD_MODE = 0o644
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def config_yaml(config: dict) -> str:
+    """A resolved config as YAML (tuples as lists): ``dgm-bench run --config`` reads it back to the same run id."""
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False)
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    """The resolved config beside the run, written when it starts (the record has it only at the end)."""
+    write_text_atomic(run_dir / CONFIG, config_yaml(config))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, RECORD_MODE)
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -374,7 +374,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return 0 if args.list else 2
     from benchmarks.config import parse_set
 
-    repro = load_reproduction(args.name, args.budget, parse_set(args.set or []))
+    extra: dict = {}
+    for path in args.config or []:  # like run's --config: files merged in order, key by key, then --set
+        extra = deep_merge(extra, normalise_overrides(load_yaml(path), path))
+    repro = load_reproduction(args.name, args.budget, deep_merge(extra, parse_set(args.set or [])))
     if args.only:
         only = {}
         for item in args.only:
@@ -388,6 +391,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out) / repro.name
     command = shlex.join(["dgm-bench", "reproduce", args.name, "--budget", args.budget, "--out", args.out,
                           *(["--jobs", str(args.jobs)] if args.jobs != 1 else []),
+                          *[a for item in args.config or [] for a in ("--config", item)],
                           *[a for item in args.set or [] for a in ("--set", item)],
                           *[a for item in args.only or [] for a in ("--only", item)]])
     if args.report_only:
@@ -432,6 +436,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override an option of every cell (e.g. trainer.accelerator=gpu); the table's command says so")
+    p.add_argument("--config", action="append", metavar="FILE",
+                   help="a YAML file of overrides for every cell (sections as in `dgm-bench run --print_config`; "
+                        "repeatable: merged in order, key by key, before --set)")
     p.add_argument("--only", action="append", metavar="KEY=VALUE",
                    help="run only the cells with this method, dataset or setting (repeatable)")
     p.add_argument("--report-only", action="store_true",

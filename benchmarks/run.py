@@ -26,7 +26,7 @@ from benchmarks.evaluator import prepare_run_feature_nets
 from benchmarks.fingerprint import config_fingerprint
 from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
-                               write_json_atomic)
+                               write_config, write_json_atomic)
 from benchmarks.resume import ResumeCallback
 from benchmarks.slurm import slurm_plugins
 from dgm_modules.methods.base import DivergedError
@@ -93,6 +93,13 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
     previous = read_record(run_dir)  # read under the lock: another runner may have just finished it
     if previous is not None and previous.get("status") == "completed":
         return previous
+    if not is_secondary_rank():
+        try:  # the resolved config, before anything is built or trained
+            write_config(run_dir, config)
+        except OSError as err:  # a full disk: the checkpoint fails next and the record says so
+            if err.errno not in DISK_ERRNOS:
+                raise
+            log.warning("%s: %s", run_dir.name, disk_error(err, run_dir / "config.yaml")["message"])
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     record: dict[str, Any] = {
         "run_id": run_dir.name, "method": config["method"], "setting": config.get("setting", "default"),

@@ -65,7 +65,7 @@ def test_yaml_config_file_sets_options(tmp_path, capsys):
     (["--method", "vae", "--data", "digits", "--set", "objective.analytic_kl=maybe"], "objective.analytic_kl: expected bool"),
     (["--method", "vae", "--data", "digits", "--set", "trainer.max_epoch=3"], r"trainer: unknown option\(s\) \['max_epoch'\]"),
     (["--method", "vae", "--data", "digits", "--set", "data.binarization=grey"], "data.binarization='grey' is not valid"),
-    (["--method", "vae", "--data", "digits", "--set", "module.eval_k=[0]"], "eval.k must be"),
+    (["--method", "vae", "--data", "digits", "--set", "module.eval_k=[0]"], "module.eval_k must be"),
 ])
 def test_bad_input_is_refused_before_training(tmp_path, capsys, argv, expected):
     code, out, err = run_cli(capsys, "run", *argv, "--out", str(tmp_path))

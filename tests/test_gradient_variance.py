@@ -288,5 +288,10 @@ def test_bad_gradvar_options_are_refused_before_training(gradvar, match):
 
 def test_default_lists_name_registered_objectives():
     assert len(resolve_estimators("vae")) == 7 and len(resolve_estimators("sbn")) == 7
-    (est,) = resolve_estimators(["iwae:k=100"])
-    assert est.objective == {"class_path": "iwae", "init_args": {"k": 100}}
+    (est,) = resolve_estimators(["{class_path: iwae, init_args: {k: 100}}"])  # the config's own form
+    assert est.objective == {"class_path": "iwae", "init_args": {"k": 100}} and est.label == "iwae:k=100"
+    (est,) = resolve_estimators([{"class_path": "dreg", "init_args": {"k": 5, "alpha": 1.0}}])
+    assert est.label == "dreg:k=5,alpha=1.0" and est.objective["init_args"] == {"k": 5, "alpha": 1.0}
+    with pytest.warns(DeprecationWarning, match="deprecated"):  # the old form: same estimator, same label
+        (old,) = resolve_estimators(["iwae:k=100"])
+    assert old == resolve_estimators([{"class_path": "iwae", "init_args": {"k": 100}}])[0]

@@ -139,9 +139,13 @@ def test_one_wandb_run_per_cell_in_one_process(tmp_path, monkeypatch):
 
 def test_wandb_flag_on_run_matrix_reproduce_and_leaderboard():
     from benchmarks.cli import build_parser
+    from benchmarks.run_cli import parse_run
 
+    cell = ["--method", "vae", "--data", "digits"]
+    assert parse_run([*cell, "--wandb"])[1].wandb == "offline"  # run's parser is jsonargparse's (run_cli.py)
+    assert parse_run([*cell, "--wandb", "online", "--seed", "1"])[1].wandb == "online"
+    assert parse_run(cell)[1].wandb == "disabled"
     parser = build_parser()
-    assert parser.parse_args(["run", "--wandb"]).wandb == "offline"
     assert parser.parse_args(["matrix", "spec.yaml", "--wandb", "online"]).wandb == "online"
     assert parser.parse_args(["reproduce", "iwae-table1", "--wandb"]).wandb == "offline"
     assert parser.parse_args(["reproduce", "iwae-table1"]).wandb == "disabled"

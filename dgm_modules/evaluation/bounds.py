@@ -15,7 +15,8 @@ from torch import Tensor
 from dgm_modules.models.base import LatentVariableModel
 
 
-def check_ks(ks: Sequence[int], option: str = "eval.k") -> list[int]:
+def check_ks(ks: Sequence[int], option: str = "ks") -> list[int]:
+    """Sorted, distinct ``k``s, all >= 1; ``option`` names the setting in the message (``module.eval_k``)."""
     ks = sorted(set(int(k) for k in ks))
     if not ks or ks[0] < 1:
         raise ValueError(f"{option} must be a non-empty list of integers >= 1, got {list(ks)}")
@@ -36,7 +37,7 @@ def importance_weighted_bounds(model: LatentVariableModel, x: Tensor, ks: Sequen
     """
     ks = check_ks(ks)
     if max_pairs < 1:
-        raise ValueError(f"eval.chunk_pairs must be >= 1, got {max_pairs}")
+        raise ValueError(f"module.chunk_pairs must be >= 1, got {max_pairs}")
     if x.shape[0] > max_pairs:  # more images than the budget: one image slice at a time
         parts = [importance_weighted_bounds(model, xs, ks, max_pairs) for xs in x.split(max_pairs)]
         return {k: torch.cat([p[k] for p in parts]) for k in ks}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -273,6 +274,12 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
         return [item]
     if isinstance(item, str) and item.lstrip().startswith("{"):
         item = yaml.safe_load(item)
+    # an objective in the config's own form, {class_path: iwae, init_args: {k: 100}} (optionally with
+    # label, model_overrides, adapt_steps), labelled iwae:k=100; the string "iwae:k=100" is deprecated
+    if isinstance(item, dict) and "class_path" in item:
+        extra = {k: item[k] for k in ("label", "model_overrides", "adapt_steps") if k in item}
+        spec = {k: v for k, v in item.items() if k not in extra}
+        item = {"label": extra.pop("label", None) or objective_label(spec), "objective": spec, **extra}
     if isinstance(item, dict):
         unknown = sorted(set(item) - {"label", "objective", "model_overrides", "adapt_steps"})
         if unknown or "objective" not in item:
@@ -295,6 +302,9 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
         if est.label == item:
             return [est]
     name, _, opts = item.partition(":")
+    if opts:
+        warnings.warn(f"gradvar estimator {item!r}: the NAME:KEY=VALUE form is deprecated; write "
+                      f"{{class_path: {name}, init_args: {{...}}}}", DeprecationWarning, stacklevel=2)
     init_args = {}
     for pair in filter(None, opts.split(",")):
         key, sep, raw = pair.partition("=")
@@ -303,6 +313,14 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
         init_args[key] = yaml.safe_load(raw)
     OBJECTIVES.get(name, "gradvar.estimators")  # unknown names fail here, listing the registered ones
     return [Estimator(item, {"class_path": name, "init_args": init_args})]
+
+
+def objective_label(spec: dict) -> str:
+    """``{"class_path": "iwae", "init_args": {"k": 100}}`` -> ``"iwae:k=100"`` (the old form's label)."""
+    init_args = spec.get("init_args") or {}
+    flow = [yaml.safe_dump(v, default_flow_style=True).removesuffix("\n...\n").strip() for v in init_args.values()]
+    opts = ",".join(f"{k}={v}" for k, v in zip(init_args, flow))
+    return f"{spec['class_path']}:{opts}" if opts else str(spec["class_path"])
 
 
 def resolve_estimators(items: Sequence[str | dict | Estimator] | str | None) -> list[Estimator]:

@@ -20,9 +20,9 @@ class LogLikelihoodEvaluator(nn.Module):
     stream is left untouched.
     """
 
-    def __init__(self, ks: Sequence[int], chunk_pairs: int = 4_096, seed: int = 0) -> None:
+    def __init__(self, ks: Sequence[int], chunk_pairs: int = 4_096, seed: int = 0, option: str = "ks") -> None:
         super().__init__()
-        self.ks, self.chunk_pairs, self.seed = check_ks(ks), chunk_pairs, seed
+        self.ks, self.chunk_pairs, self.seed = check_ks(ks, option), chunk_pairs, seed
         names = [f"nll_k{k}" for k in self.ks] + ["neg_elbo"]
         self.metrics = nn.ModuleDict({n: MeanPerExample() for n in names})
 

@@ -50,8 +50,8 @@ class AdversarialMethod(EvaluatedMethod):
         self.automatic_optimization = False
         self.model, self.objective, self.optimizer_factory = model, objective, optimizer
         has_likelihood = isinstance(model, LatentVariableModel)
-        self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed) if has_likelihood else None
-        self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed) if has_likelihood else None
+        self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed, "module.val_k") if has_likelihood else None
+        self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed, "module.eval_k") if has_likelihood else None
         self.test_structure = LatentStructureEvaluator(seed=eval_seed) if has_likelihood else None
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
         self.recon_accuracy = ReconstructionAccuracyEvaluator()

@@ -49,8 +49,8 @@ class VariationalMethod(EvaluatedMethod):
         self._train_sums: dict[str, torch.Tensor] = {}  # detached running sums of the epoch's train values
         self._train_count = 0
         self.train_step_values: dict[str, torch.Tensor] = {}  # the last step's values (per-step curves)
-        self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed)
-        self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed)
+        self.val_eval = LogLikelihoodEvaluator(val_k, chunk_pairs, eval_seed, "module.val_k")
+        self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed, "module.eval_k")
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
         self.recon_accuracy = ReconstructionAccuracyEvaluator()
         self.test_structure = LatentStructureEvaluator(seed=eval_seed)  # kNN error, components used
