@@ -1,0 +1,120 @@
+"""Packed training changes no number: N packed seeds end where their N single-cell runs end.
+
+Real Lightning Trainers on the embedded digits data, three seeds, a few dozen steps, float64 (the
+packed step's batched matmuls round differently from a single cell's in the last bits; in float64
+that stays far below the 1e-5 tolerance).
+"""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from benchmarks.config import build, parse_set, resolve_config
+from dgm_modules.methods.packed import PackedDataModule, PackedMethod
+from dgm_modules.methods.replica_noise import ReplicaNoise
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SEEDS = (0, 1, 2)
+STEPS = 30
+CASES = {  # method -> overrides: the VAE, the IWAE and one SBN objective (score function, VIMCO)
+    "vae": ["model.hidden=[32]", "model.latent_dim=4"],
+    "iwae": ["model.hidden=[32]", "model.latent_dim=4", "objective.k=5"],
+    "sbn-vimco": ["model.latent_sizes=[8, 4]"],
+}
+
+
+def _config(method: str, seed: int) -> dict:
+    return resolve_config(method, "digits", seed, parse_set(CASES[method] + [
+        "data.batch_size=20", f"trainer.max_steps={STEPS}", "trainer.max_epochs=10", "trainer.accelerator=cpu",
+        "trainer.precision=64-true", "trainer.check_val_every_n_epoch=1", "module.val_k=[1, 3]"]))
+
+
+def _trainer(config: dict, precision: str = "64-true") -> L.Trainer:
+    return L.Trainer(**{**config["trainer"], "precision": precision}, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, use_distributed_sampler=False)
+
+
+def _test(module, datamodule) -> dict:
+    """The test stage in float32: its latent-structure metrics read the float32 data as they are."""
+    return _trainer(_config("vae", 0), "32-true").test(module, datamodule=datamodule, verbose=False)[0]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_packed_seeds_end_with_their_single_runs_parameters_and_metrics(method):
+    singles = []
+    for seed in SEEDS:
+        config = _config(method, seed)
+        datamodule, module = build(config)
+        trainer = _trainer(config)
+        trainer.fit(module, datamodule=datamodule)
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        params = {n: p.detach().clone() for n, p in module.named_parameters()}  # float64
+        singles.append((params, val, _test(module.float(), datamodule)))
+
+    replicas, datamodules, states = [], [], []
+    for seed in SEEDS:
+        datamodule, module = build(_config(method, seed))
+        replicas.append(module)
+        datamodules.append(datamodule)
+        states.append(torch.get_rng_state())  # the stream each single run drew its training noise from
+    packed = PackedMethod(replicas, states)
+    trainer = _trainer(_config(method, 0))
+    trainer.fit(packed, datamodule=PackedDataModule(datamodules))
+    assert trainer.global_step == STEPS
+
+    moved = 0.0
+    for i, (params, val, test) in enumerate(singles):
+        start = dict(build(_config(method, SEEDS[i]))[1].named_parameters())
+        got = dict(packed.replicas[i].named_parameters())
+        for name, p in params.items():
+            assert got[name].dtype == p.dtype == torch.float64
+            _close(got[name].detach(), p, f"seed {SEEDS[i]} {name}")
+            moved = max(moved, float((p - start[name].double()).abs().max()))
+        for name, value in val.items():  # the last validation, scored by the replica's own evaluator
+            _close(torch.tensor(float(trainer.callback_metrics[f"r{i}/{name}"])), torch.tensor(value), name)
+        packed_test = _test(packed.replicas[i].float(), datamodules[i])
+        assert packed_test.keys() == test.keys()
+        for name, value in test.items():
+            _close(torch.tensor(packed_test[name]), torch.tensor(value), name)
+    assert moved > 1e-3  # training moved the parameters: the equality is not of untouched inits
+    first = [p for _, p in sorted(singles[0][0].items())]
+    second = [p for _, p in sorted(singles[1][0].items())]
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))  # the seeds differ
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_replica_noise_is_each_replicas_single_stream(dtype):
+    """Inside the vmapped step every replica's draws equal its own generator's, in order, for each kind."""
+    p = torch.rand(3, 4, 25, dtype=dtype)  # per-replica Bernoulli means
+
+    def draws():
+        loc, scale = torch.zeros(4, 25, dtype=dtype), torch.ones(4, 25, dtype=dtype)
+        return (torch.empty(2, 4, 25, dtype=dtype).normal_(), torch.bernoulli(pr),
+                torch.normal(loc + 1, scale * 2), torch.rand(7, dtype=dtype), torch.randn_like(loc))
+
+    seeds = [11, 12, 13]
+    mode = ReplicaNoise([torch.Generator().manual_seed(s) for s in seeds])
+
+    def step(probs, replica):
+        global pr
+        pr = probs
+        mode.replica = replica
+        try:
+            return draws()
+        finally:
+            mode.replica = None
+
+    with mode:
+        got = torch.func.vmap(step, randomness="same")(p, torch.arange(3).unsqueeze(1))
+    for i, s in enumerate(seeds):
+        global pr
+        pr = p[i]
+        torch.manual_seed(s)
+        want = draws()
+        for g, w in zip(got, want):
+            assert torch.equal(g[i], w)
