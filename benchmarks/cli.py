@@ -87,6 +87,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from benchmarks.launchers import make_launcher
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
+    from benchmarks.packing import parse_pack
     from benchmarks.validate import check_cells, check_out_dir
 
     signals.install()  # SIGTERM/SIGINT: no new cells, running ones stop at a batch end, exit 143/130
@@ -102,7 +103,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                              array_parallelism=args.array_parallelism)
     print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
-    records = run_matrix(cells, out, launcher)
+    records = run_matrix(cells, out, launcher, pack=parse_pack(args.pack))
     if signals.requested():
         print(signals.summary([c.label for c in cells], records), file=sys.stderr)
         return signals.exit_code(signals.requested())
@@ -180,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--out", help="output folder (default: runs/<spec name>)")
     matrix.add_argument("--launcher", choices=["local", "slurm"], default="local")
     matrix.add_argument("--jobs", type=int, default=1, help="local launcher: cells run at once (default 1)")
+    matrix.add_argument("--pack", default="off", help="auto|N|off: train cells that differ only in their seed side "
+                        "by side in one process (at most N a group); default off")
     add_wandb_argument(matrix, "grouped by matrix")
     slurm = matrix.add_argument_group("slurm launcher (submitit)")
     slurm.add_argument("--partition")

@@ -118,3 +118,79 @@ def test_replica_noise_is_each_replicas_single_stream(dtype):
         want = draws()
         for g, w in zip(got, want):
             assert torch.equal(g[i], w)
+
+
+PACK_SPEC = """
+methods: [vae, sbn-nvil, gan]
+datasets: [digits]
+seeds: [0, 1, 2]
+overrides:
+  data: {batch_size: 20}
+  module: {eval_k: [1, 5], val_k: [1]}
+  trainer: {max_steps: 25, max_epochs: 5, accelerator: cpu}
+cells:
+  - match: {method: vae}
+    overrides: {model: {latent_dim: 2, hidden: [16]}}
+  - match: {method: sbn-nvil}
+    overrides: {model: {latent_sizes: [4]}}
+exclude:
+  - {method: gan, seed: [1, 2]}
+"""
+
+
+def _records(out) -> dict[str, dict]:
+    import json
+
+    return {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/record.json")}
+
+
+def test_matrix_pack_auto_writes_every_cells_record_as_single_runs_and_says_what_it_could_not_pack(tmp_path):
+    """Same run ids, same record keys, same metrics as ``--pack off``; the unpackable cells named with
+    their reason; a rerun after losing two records packs and trains only those two."""
+    from benchmarks.matrix import load_spec, run_matrix
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(PACK_SPEC)
+    _, cells = load_spec(spec)
+    run_matrix(cells, tmp_path / "single", echo=lambda line: None)
+    lines: list[str] = []
+    run_matrix(cells, tmp_path / "packed", echo=lines.append, pack=0)
+    single, packed = _records(tmp_path / "single"), _records(tmp_path / "packed")
+    assert packed.keys() == single.keys() and len(packed) == 7
+    text = "\n".join(lines)
+    assert "packing: 3 cells in 1 packed group(s) (3); 4 run singly" in text
+    assert "not packed: digits/gan/default/seed0: module 'adversarial' trains with its own loop" in text
+    nvil = [line for line in lines if "not packed: digits/sbn-nvil" in line]
+    assert len(nvil) == 3 and all("cannot be vmapped" in line for line in nvil)  # bool() of a buffer
+    for run, record in single.items():
+        got = packed[run]
+        assert got["status"] == record["status"] == "completed"
+        assert set(got) - {"packed", "test_wall_time_s"} == set(record)
+        assert got["metrics"].keys() == record["metrics"].keys()
+        for name, value in record["metrics"].items():
+            assert got["metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (run, name)
+        assert ("packed" in got) == (record["method"] == "vae")
+        assert (tmp_path / "packed" / run / "checkpoints" / "last.ckpt").exists()
+
+    vae = sorted(r for r in packed if "__vae__" in r)
+    kept = packed[vae[0]]
+    for run in vae[1:]:
+        (tmp_path / "packed" / run / "record.json").unlink()
+    lines.clear()
+    run_matrix(cells, tmp_path / "packed", echo=lines.append, pack=0)
+    assert "packing: 2 cells in 1 packed group(s) (2); 0 run singly" in "\n".join(lines)
+    again = _records(tmp_path / "packed")
+    assert again[vae[0]]["finished_at"] == kept["finished_at"]  # the complete cell was not trained again
+    for run in vae[1:]:
+        assert again[run]["packed"]["cells"] == 2
+        for name, value in single[run]["metrics"].items():
+            assert again[run]["metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (run, name)
+
+
+def test_pack_option_is_checked():
+    from benchmarks.packing import parse_pack
+    from dgm_modules.registry import ConfigError
+
+    assert (parse_pack("off"), parse_pack("auto"), parse_pack("4")) == (None, 0, 4)
+    with pytest.raises(ConfigError, match="--pack='some' is not valid; choose auto, off or a number"):
+        parse_pack("some")
