@@ -14,6 +14,7 @@ state into them and run their own evaluators, so every metric comes from the sin
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Iterator, Sequence
 
 import lightning as L
@@ -66,10 +67,14 @@ class PackedMethod(L.LightningModule):
         replicas: the cells' modules, each built (and seeded) as its single run builds it.
         rng_states: each replica's global RNG state right after its build: the stream its single
             run draws training noise from.
+        fused_optimizer: use the optimiser's fused kernel (Adam, AdamW, SGD, Adagrad) unless the
+            config sets ``fused`` or ``foreach``.
     """
 
-    def __init__(self, replicas: Sequence[VariationalMethod], rng_states: Sequence[Tensor]) -> None:
+    def __init__(self, replicas: Sequence[VariationalMethod], rng_states: Sequence[Tensor],
+                 fused_optimizer: bool = True) -> None:
         super().__init__()
+        self.fused_optimizer = fused_optimizer
         if len(replicas) != len(rng_states) or not replicas:
             raise ValueError("packed: one RNG state per replica, at least one replica")
         self.replicas = nn.ModuleList(replicas)
@@ -175,11 +180,25 @@ class PackedMethod(L.LightningModule):
             replica.val_eval.reset()
 
     def configure_optimizers(self):
-        optimizer = self.replicas[0].optimizer_factory(list(self.stacked.values()))
+        optimizer = self._optimizer(list(self.stacked.values()))
         if self.lr_schedule == "constant":
             return optimizer
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, LR_SCHEDULES[self.lr_schedule])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The cells' optimiser over the stacked tensors; its fused kernel where torch has one and the
+        config does not choose: one pass over memory instead of a dozen, the same update to the last
+        bit or two (the single-tensor loop rounds each of its steps apart)."""
+        factory = self.replicas[0].optimizer_factory
+        func, chosen = getattr(factory, "func", None), getattr(factory, "keywords", {})
+        if (self.fused_optimizer and func is not None and "fused" in inspect.signature(func).parameters
+                and chosen.get("fused") is None and chosen.get("foreach") is None):
+            try:
+                return factory(params, fused=True)
+            except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not take
+                pass
+        return factory(params)
 
     # -- checkpoints carry each replica's noise stream and divergence --------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
