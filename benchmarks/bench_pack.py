@@ -10,6 +10,7 @@ the N cells one after another (one Trainer each); "packed" trains them as one
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import time
 
@@ -97,6 +98,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
             single.append(single_seconds(cfgs, args.steps, args.warmup))
             packed.append(packed_seconds(cfgs, args.steps, args.warmup))
+            gc.collect()  # N copies of the models and optimiser states, freed before the next
         s_rate, p_rate = n * args.steps / min(single), n * args.steps / min(packed)
         print(f"{n:>3} {batch:>5} {k:>3} | {s_rate:>19.1f} {p_rate:>19.1f} | {p_rate / s_rate:>13.2f}", flush=True)
     print(f"wall {time.perf_counter() - t_start:.0f}s; target: packed/single >= 1.5 at N=3, batch 20 (CPU)")

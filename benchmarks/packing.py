@@ -1,7 +1,8 @@
 """The matrix runner's packing: which pending cells train side by side, and running such a group.
 
-Cells pack when their resolved configs are equal but for the seed (and the setting's name): one
-model shape, one optimiser, one trainer. A group trains as one
+Cells pack when their resolved configs are equal but for the seed (and the setting's name), and the
+learning rate where the optimiser's step is proportional to it: one model shape, one objective,
+one trainer. A group trains as one
 :class:`~dgm_modules.methods.packed.PackedMethod`; each cell still gets its own record in its own
 run folder (same schema and run id as a single run), its own CSV log of the test stage, and its
 test metrics from its own single-cell module. Cells that cannot pack run singly, and the plan says
@@ -31,7 +32,7 @@ from benchmarks.records import (RECORD, command_line, device_description, git_st
                                write_json_atomic)
 from benchmarks.run import protocol_of, run_id, skip_per_step_cuda_probe
 from dgm_modules.methods.base import DivergedError
-from dgm_modules.methods.packed import PackedDataModule, PackedMethod
+from dgm_modules.methods.packed import LR_LINEAR, PackedDataModule, PackedMethod
 from dgm_modules.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,20 @@ def unpackable(config: dict) -> str | None:
     return None
 
 
+def lr_packs(config: dict) -> bool:
+    """Whether cells of this config may differ in their learning rate: the optimiser's step is
+    proportional to it (see :class:`~dgm_modules.methods.packed.PackedMethod`)."""
+    opt = config["optimizer"]
+    return opt["class_path"] in LR_LINEAR or (opt["class_path"] == "adamw"
+                                               and not opt["init_args"].get("weight_decay"))
+
+
 def pack_key(config: dict) -> str:
-    """Equal for cells whose configs differ only in the seed (or the setting's name)."""
+    """Equal for cells whose configs differ only in the seed (or the setting's name), or also in the
+    learning rate where the optimiser allows it."""
     rest = {k: v for k, v in canonical(config).items() if k not in ("seed", "setting")}
+    if lr_packs(config):
+        rest["optimizer"]["init_args"].pop("lr", None)
     return json.dumps(rest, sort_keys=True)
 
 
@@ -92,7 +104,8 @@ def plan(cells: list, size: int) -> tuple[list[list], list[tuple[Any, str]]]:
     out = []
     for members in groups.values():
         if len(members) == 1:
-            singles.append((members[0], "no other pending cell shares its configuration (only seeds may differ)"))
+            singles.append((members[0], "no other pending cell shares its configuration (only the seed, and the "
+                                        "learning rate of adam/sgd/rmsprop/adagrad, may differ)"))
             continue
         step = size or len(members)
         chunks = [members[i : i + step] for i in range(0, len(members), step)]
@@ -172,7 +185,9 @@ def _run_group(cells: list, out: Path) -> list[dict]:
         replicas.append(module)
         datamodules.append(datamodule)
         states.append(torch.get_rng_state())  # what the cell's single run would draw its noise from
-    packed, data = PackedMethod(replicas, states), PackedDataModule(datamodules)
+    lrs = [c.config["optimizer"]["init_args"].get("lr") for c in cells]
+    packed = PackedMethod(replicas, states, lrs=lrs if len(set(lrs)) > 1 else None)
+    data = PackedDataModule(datamodules)
     gdir = group_dir(out, cells)
     trainer_options = {**cells[0].config["trainer"], "enable_progress_bar": False, "enable_model_summary": False}
     trainer = L.Trainer(**trainer_options, default_root_dir=str(gdir), use_distributed_sampler=False,

@@ -22,10 +22,14 @@ CASES = {  # method -> overrides: the VAE, the IWAE and one SBN objective (score
     "iwae": ["model.hidden=[32]", "model.latent_dim=4", "objective.k=5"],
     "sbn-vimco": ["model.latent_sizes=[8, 4]"],
 }
+LRS = (1e-3, 3e-3, 1e-2)  # "vae-lrs": the three seeds each with its own learning rate
 
 
 def _config(method: str, seed: int) -> dict:
-    return resolve_config(method, "digits", seed, parse_set(CASES[method] + [
+    extra = []
+    if method == "vae-lrs":
+        method, extra = "vae", [f"optimizer.lr={LRS[SEEDS.index(seed)]}"]
+    return resolve_config(method, "digits", seed, parse_set(CASES[method] + extra + [
         "data.batch_size=20", f"trainer.max_steps={STEPS}", "trainer.max_epochs=10", "trainer.accelerator=cpu",
         "trainer.precision=64-true", "trainer.check_val_every_n_epoch=1", "module.val_k=[1, 3]"]))
 
@@ -44,7 +48,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.mark.parametrize("method", sorted(CASES))
+@pytest.mark.parametrize("method", sorted(CASES) + ["vae-lrs"])
 def test_packed_seeds_end_with_their_single_runs_parameters_and_metrics(method):
     singles = []
     for seed in SEEDS:
@@ -62,7 +66,8 @@ def test_packed_seeds_end_with_their_single_runs_parameters_and_metrics(method):
         replicas.append(module)
         datamodules.append(datamodule)
         states.append(torch.get_rng_state())  # the stream each single run drew its training noise from
-    packed = PackedMethod(replicas, states)
+    lrs = LRS if method == "vae-lrs" else None
+    packed = PackedMethod(replicas, states, lrs=lrs)
     trainer = _trainer(_config(method, 0))
     trainer.fit(packed, datamodule=PackedDataModule(datamodules))
     assert trainer.global_step == STEPS

@@ -14,6 +14,7 @@ state into them and run their own evaluators, so every metric comes from the sin
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Iterator, Sequence
 
@@ -28,6 +29,11 @@ from dgm_modules.methods.base import DivergedError
 from dgm_modules.methods.replica_noise import ReplicaNoise
 from dgm_modules.methods.schedules import LR_SCHEDULES
 from dgm_modules.methods.variational import VariationalMethod
+
+
+#: optimisers whose step is proportional to the learning rate (so replicas may differ in it); AdamW
+#: only without weight decay (its decay is lr * weight_decay * p)
+LR_LINEAR = ("adam", "sgd", "rmsprop", "adagrad")
 
 
 class _Cell(nn.Module):
@@ -69,12 +75,20 @@ class PackedMethod(L.LightningModule):
             run draws training noise from.
         fused_optimizer: use the optimiser's fused kernel (Adam, AdamW, SGD, Adagrad) unless the
             config sets ``fused`` or ``foreach``.
+        lrs: each replica's learning rate, where they differ. Only for optimisers whose step is
+            linear in the learning rate (:data:`LR_LINEAR`): the step taken at lr 1 is scaled per
+            replica, which equals the replica's own step up to rounding.
     """
 
     def __init__(self, replicas: Sequence[VariationalMethod], rng_states: Sequence[Tensor],
-                 fused_optimizer: bool = True) -> None:
+                 fused_optimizer: bool = True, lrs: Sequence[float] | None = None) -> None:
         super().__init__()
         self.fused_optimizer = fused_optimizer
+        if lrs is not None and len(lrs) != len(replicas):
+            raise ValueError(f"packed: {len(lrs)} learning rates for {len(replicas)} replicas")
+        # one learning rate per replica: the optimiser steps with lr 1 and each slice's step is scaled
+        self.register_buffer("lr_scale", None if lrs is None or len(set(lrs)) == 1
+                             else torch.tensor([float(lr) for lr in lrs], dtype=torch.float64), persistent=False)
         if len(replicas) != len(rng_states) or not replicas:
             raise ValueError("packed: one RNG state per replica, at least one replica")
         self.replicas = nn.ModuleList(replicas)
@@ -186,11 +200,24 @@ class PackedMethod(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, LR_SCHEDULES[self.lr_schedule])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        if self.lr_scale is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        params = list(self.stacked.values())
+        before = [p.detach().clone() for p in params]
+        optimizer.step(closure=optimizer_closure)
+        with torch.no_grad():
+            for p, old in zip(params, before):
+                scale = self.lr_scale.to(p.dtype).view(-1, *[1] * (p.dim() - 1))
+                p.sub_(old).mul_(scale).add_(old)  # old + lr_i * (the step at lr 1)
+
     def _optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         """The cells' optimiser over the stacked tensors; its fused kernel where torch has one and the
         config does not choose: one pass over memory instead of a dozen, the same update to the last
         bit or two (the single-tensor loop rounds each of its steps apart)."""
         factory = self.replicas[0].optimizer_factory
+        if self.lr_scale is not None:
+            factory = functools.partial(factory, lr=1.0)
         func, chosen = getattr(factory, "func", None), getattr(factory, "keywords", {})
         if (self.fused_optimizer and func is not None and "fused" in inspect.signature(func).parameters
                 and chosen.get("fused") is None and chosen.get("foreach") is None):
@@ -229,6 +256,17 @@ class _ZipLoader:
                 yield list(batches)
 
 
+_SPLITS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+
+
+def _same_splits(a: L.LightningDataModule, b: L.LightningDataModule) -> bool:
+    """Two datamodules that differ at most in ``seed`` (shuffling, dynamic binarisation)."""
+    def settings(dm):
+        return {k: v for k, v in vars(dm).items()
+                if k not in ("seed", "trainer", *_SPLITS) and not isinstance(v, (torch.Tensor, L.Trainer))}
+    return type(a) is type(b) and all(hasattr(a, n) for n in _SPLITS) and settings(a) == settings(b)
+
+
 class PackedDataModule(L.LightningDataModule):
     """The replicas' own datamodules (own seeds: own shuffles and binarisation draws), zipped."""
 
@@ -241,8 +279,13 @@ class PackedDataModule(L.LightningDataModule):
             dm.prepare_data()
 
     def setup(self, stage: str) -> None:
-        for dm in self.datamodules:
-            dm.setup(stage)
+        first = self.datamodules[0]
+        first.setup(stage)
+        for dm in self.datamodules[1:]:
+            if _same_splits(dm, first):  # seeds differ in shuffles and draws, not in the data: one copy
+                for name in _SPLITS:
+                    setattr(dm, name, getattr(first, name))
+            dm.setup(stage)  # a no-op once the splits are there
 
     def _loaders(self, kind: str) -> list:
         for dm in self.datamodules:
