@@ -199,3 +199,35 @@ def test_pack_option_is_checked():
     assert (parse_pack("off"), parse_pack("auto"), parse_pack("4")) == (None, 0, 4)
     with pytest.raises(ConfigError, match="--pack='some' is not valid; choose auto, off or a number"):
         parse_pack("some")
+
+
+def _packed(method: str):
+    replicas, datamodules, states = [], [], []
+    for seed in SEEDS:
+        datamodule, module = build(_config(method, seed))
+        replicas.append(module)
+        datamodules.append(datamodule)
+        states.append(torch.get_rng_state())
+    return PackedMethod(replicas, states), PackedDataModule(datamodules)
+
+
+def test_a_resumed_packed_group_ends_where_an_uninterrupted_one_does(tmp_path):
+    """The checkpoint carries each replica's noise stream; the loaders resume their epoch's streams."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(epochs: int, ckpt: str | None = None, save: bool = False):
+        packed, data = _packed("vae")
+        options = {**_config("vae", 0)["trainer"], "max_epochs": epochs, "max_steps": -1, "limit_train_batches": 8,
+                   "precision": "32-true"}
+        callbacks = [ModelCheckpoint(dirpath=str(tmp_path), filename="last")] if save else []
+        trainer = L.Trainer(**options, logger=False, enable_checkpointing=save, callbacks=callbacks,
+                            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+        trainer.fit(packed, datamodule=data, ckpt_path=ckpt)
+        assert trainer.global_step == 8 * epochs
+        return {n: p.detach().clone() for n, p in packed.stacked.items()}
+
+    whole = fit(3)
+    fit(1, save=True)
+    resumed = fit(3, ckpt=str(tmp_path / "last.ckpt"))
+    for name, value in whole.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-6, atol=1e-8)

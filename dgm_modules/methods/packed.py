@@ -293,7 +293,14 @@ class PackedDataModule(L.LightningDataModule):
         return [getattr(dm, kind)() for dm in self.datamodules]
 
     def train_dataloader(self) -> _ZipLoader:
-        return _ZipLoader(self._loaders("train_dataloader"), stack=True)
+        loaders = self._loaders("train_dataloader")
+        if self.trainer is not None:
+            # Lightning builds the train loader before it moves current_epoch past an epoch whose
+            # end a resumed checkpoint was saved at; the epochs processed are the ones to skip
+            epoch = self.trainer.fit_loop.epoch_progress.current.processed
+            for loader in loaders:
+                loader.epoch = epoch
+        return _ZipLoader(loaders, stack=True)
 
     def val_dataloader(self) -> _ZipLoader:
         return _ZipLoader(self._loaders("val_dataloader"), stack=False)
