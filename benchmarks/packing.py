@@ -61,6 +61,11 @@ def unpackable(config: dict) -> str | None:
     if module not in PACKABLE_MODULES:
         return f"module {module!r} trains with its own loop (adversarial or semi-supervised); packing wraps " \
                f"{', '.join(PACKABLE_MODULES)} only"
+    from dgm_modules.components import OBJECTIVES
+
+    objective = config["objective"]["class_path"]
+    if hasattr(OBJECTIVES.get(objective, "objective.class_path"), "bind_data"):
+        return f"objective {objective!r} binds to its cell's data (a feature network); packing does not bind it yet"
     present = [s for s in PER_CELL_SECTIONS if s in config]
     if present:
         return f"its {', '.join(present)} callbacks run on one cell's module"
