@@ -275,11 +275,12 @@ def table_markdown(repro: Reproduction, rows: list[dict], command: str, wall_s: 
     lines = [f"# {repro.title}", "", f"Reproduction `{repro.name}` at the **{repro.budget}** budget: "
              f"{repro.budget_description}", "", f"Command: `{command}`  ", f"Wall time: {wall_s:.0f} s; "
              f"device(s): {', '.join(sorted(set(devices))) or 'n/a'}", "",
-             "| row | metric | ours (mean ± sd, n seeds) | published | ours − published | epochs | protocol | source |",
+             "| row | metric | ours (mean ± sd over n seeds) | published | ours − published | epochs | protocol | source |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if isinstance(r["ours"], float):
-            ours = f"{r['ours']:.2f} ± {r['std']:.2f} ({r['n']})"
+            # one seed has no spread: print the value and n=1, not a misleading "± 0.00"
+            ours = (f"{r['ours']:.2f} (n=1)" if r["n"] == 1 else f"{r['ours']:.2f} ± {r['std']:.2f} (n={r['n']})")
         else:
             ours = r["ours"] if r["ours"] is not None else "—"
         diff = f"{r['difference']:+.2f}" if isinstance(r["difference"], float) else (r["difference"] or "—")

@@ -168,3 +168,20 @@ def test_failed_and_diverged_cells_are_listed_not_averaged(tmp_path):
     (row,) = compare(repro, records)
     assert row["ours"] == 90.0 and row["n"] == 1 and math.isclose(row["difference"], 90.0 - 86.8)
     assert row["status"] == "diverged; no record"
+
+
+def test_table_prints_one_seed_without_a_spread(tmp_path):
+    """n = 1 has no standard deviation: the table says n=1 instead of a misleading "± 0.00"."""
+    from benchmarks.reproduce import compare, table_markdown
+
+    path = _spec_with(tmp_path, {"metric": "test/nll_k100", "value": 86.8,
+                                 "protocol": {"dataset": "mnist", "binarization": "dynamic", "k": 100}})
+    raw = yaml.safe_load(path.read_text())
+    raw["matrix"]["seeds"] = [0, 1]
+    path.write_text(yaml.safe_dump(raw))
+    repro = load_reproduction(path, "smoke")
+    one = compare(repro, [{"status": "completed", "metrics": {"test/nll_k100": 90.0}, "epochs": 3}, None])
+    two = compare(repro, [{"status": "completed", "metrics": {"test/nll_k100": 90.0}, "epochs": 3},
+                          {"status": "completed", "metrics": {"test/nll_k100": 92.0}, "epochs": 3}])
+    assert "| 90.00 (n=1)" in table_markdown(repro, one, "cmd", 1.0, ["cpu"])
+    assert f"| 91.00 ± {2 ** 0.5:.2f} (n=2) |" in table_markdown(repro, two, "cmd", 1.0, ["cpu"])
