@@ -28,9 +28,10 @@ from benchmarks.config import build
 from benchmarks.csvlog import AppendingCSVLogger
 from benchmarks.fingerprint import canonical, config_fingerprint
 from benchmarks.locks import RunLock
-from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
+from benchmarks.records import (RECORD, command_line, device_description, git_state, versions,
                                write_json_atomic)
 from benchmarks.run import protocol_of, run_id, skip_per_step_cuda_probe
+from datamodules.base import Batch
 from dgm_modules.methods.base import DivergedError
 from dgm_modules.methods.packed import LR_LINEAR, PackedDataModule, PackedMethod
 from dgm_modules.registry import ConfigError
@@ -135,8 +136,6 @@ def vmap_trial(config: dict) -> str | None:
                 states.append(torch.get_rng_state())
             packed = PackedMethod(replicas, states)
             x = torch.rand(2, 2, *datamodule.dims).bernoulli()
-            from datamodules.base import Batch
-
             packed.train()
             packed.training_step(Batch(x, None, 0), 0).backward()
         except Exception as err:  # noqa: BLE001 -- the reason is reported, the cells run singly
