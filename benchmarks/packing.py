@@ -26,6 +26,7 @@ from benchmarks import signals
 from benchmarks.checkpoints import AtomicCheckpointIO, resume_point
 from benchmarks.config import build
 from benchmarks.csvlog import AppendingCSVLogger
+from benchmarks.evaluator import prepare_run_feature_nets
 from benchmarks.fingerprint import canonical, config_fingerprint
 from benchmarks.locks import RunLock
 from benchmarks.records import (RECORD, command_line, device_description, git_state, versions,
@@ -33,7 +34,7 @@ from benchmarks.records import (RECORD, command_line, device_description, git_st
 from benchmarks.run import protocol_of, run_id, skip_per_step_cuda_probe
 from datamodules.base import Batch
 from dgm_modules.methods.base import DivergedError
-from dgm_modules.methods.packed import LR_LINEAR, PackedDataModule, PackedMethod
+from dgm_modules.methods.packed import _SPLITS, LR_LINEAR, PackedDataModule, PackedMethod, _same_splits
 from dgm_modules.registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -184,11 +185,17 @@ def _run_group(cells: list, out: Path) -> list[dict]:
     run_dirs = [out / run_id(c.config) for c in cells]
     heads = [_record_head(c.config, d) for c, d in zip(cells, run_dirs)]
     replicas, datamodules, states = [], [], []
-    for cell in cells:
+    for cell in cells:  # each cell's steps of run_cell up to its first training step, in its order
         datamodule, module = build(cell.config)
+        if datamodules and _same_splits(datamodule, datamodules[0]):  # one copy of the data for all
+            for name in _SPLITS:
+                setattr(datamodule, name, getattr(datamodules[0], name))
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        prepare_run_feature_nets(datamodule, module)  # it draws from the global RNG, as in run_cell
         replicas.append(module)
         datamodules.append(datamodule)
-        states.append(torch.get_rng_state())  # what the cell's single run would draw its noise from
+        states.append(torch.get_rng_state())  # what the cell's single run draws its training noise from
     lrs = [c.config["optimizer"]["init_args"].get("lr") for c in cells]
     packed = PackedMethod(replicas, states, lrs=lrs if len(set(lrs)) > 1 else None)
     data = PackedDataModule(datamodules)

@@ -134,8 +134,8 @@ overrides:
   module: {eval_k: [1, 5], val_k: [1]}
   trainer: {max_steps: 25, max_epochs: 5, accelerator: cpu}
 cells:
-  - match: {method: vae}
-    overrides: {model: {latent_dim: 2, hidden: [16]}}
+  - match: {method: vae}   # FID: preparing its network draws from the RNG before training
+    overrides: {model: {latent_dim: 2, hidden: [16]}, module: {fid_samples: 20}}
   - match: {method: sbn-nvil}
     overrides: {model: {latent_sizes: [4]}}
 exclude:
