@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dgm_modules.evaluation.ais import SUPPORTED_KINDS, AISOptions, AISTarget, ais_log_likelihood, bdmc
-from dgm_modules.registry import ConfigError, section_options
+from dgm_modules.registry import MODELS, ConfigError, section_options
 
 #: options of the section besides :class:`AISOptions`'s own
 EXTRA_KEYS = {"images": 1_000, "sim_images": 100, "seed": 0}
@@ -48,8 +48,6 @@ def resolve_ais(options: Any, model_spec: dict | None = None) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"ais.{name} must be an integer >= {least}, got {value!r}")
     if model_spec is not None:
-        from dgm_modules.components import MODELS
-
         cls = MODELS.get(model_spec["class_path"], "model.class_path")
         kind = getattr(cls, "latent_kind", None)
         if not isinstance(kind, str):  # a property: the sigmoid belief net's discrete or relaxed units

@@ -13,7 +13,9 @@ from lightning.pytorch.callbacks import Callback
 from benchmarks.records import write_json_atomic
 from dgm_modules.evaluation.gradient_variance import (GROUPS, Estimator, fixed_minibatch, measure_estimators,
                                                       resolve_estimators)
-from dgm_modules.registry import ConfigError, normalise_spec, resolve_init_args
+from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.objectives.base import Objective
+from dgm_modules.registry import MODELS, ConfigError, normalise_spec, resolve_init_args
 
 GRADVAR_FILE = "gradvar.json"
 
@@ -51,9 +53,6 @@ def measure(module: L.LightningModule, datamodule: Any, x: Any, estimators: Sequ
 
 
 def check_module(module: Any) -> None:
-    from dgm_modules.models.base import LatentVariableModel
-    from dgm_modules.objectives.base import Objective
-
     if not (isinstance(getattr(module, "model", None), LatentVariableModel)
             and isinstance(getattr(module, "objective", None), Objective)):
         raise ConfigError(f"gradvar: {type(module).__name__} has no latent-variable model with an objective "
@@ -104,8 +103,6 @@ class GradientVarianceCallback(Callback):
         self.batch_size, self.seed, self.adapt_lr = batch_size, seed, adapt_lr
         self.model_spec, self.out_file = model_spec, None if out_file is None else Path(out_file)
         if model_spec is not None:  # model overrides fail before training, naming the option
-            from dgm_modules.components import MODELS
-
             spec = normalise_spec(model_spec, "model")
             cls = MODELS.get(spec["class_path"], "model.class_path")
             for est in self.estimators:

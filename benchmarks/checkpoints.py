@@ -17,6 +17,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
+from benchmarks.fingerprint import config_fingerprint
+from dgm_modules.registry import ConfigError
+
 log = logging.getLogger(__name__)
 LAST, PREVIOUS = "last.ckpt", "last-previous.ckpt"
 #: what Lightning needs to resume a fit
@@ -104,8 +107,6 @@ class IdentityCallback(Callback):
     refuse a checkpoint that belongs to another configuration."""
 
     def __init__(self, config: dict) -> None:
-        from benchmarks.fingerprint import config_fingerprint
-
         self.identity = {"fingerprint": config_fingerprint(config), "seed": config.get("seed")}
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
@@ -115,9 +116,6 @@ class IdentityCallback(Callback):
 def check_identity(state: dict, config: dict, ckpt: str | Path, run_dir: str | Path) -> str | None:
     """Raise if ``state`` (a loaded checkpoint) was saved by another configuration or seed than
     ``config`` (its run folder's); return a warning for a checkpoint that carries no identity."""
-    from benchmarks.fingerprint import config_fingerprint
-    from dgm_modules.registry import ConfigError
-
     stamp = state.get(IDENTITY_KEY)
     if not isinstance(stamp, dict):
         return f"{ckpt} carries no config fingerprint (saved before dgm-bench stamped checkpoints); trusting its run folder"

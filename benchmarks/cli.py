@@ -88,6 +88,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
     from benchmarks.packing import parse_pack
+    from benchmarks.slurm import merge_slurm_options, parse_slurm_options
     from benchmarks.validate import check_cells, check_out_dir
 
     signals.install()  # SIGTERM/SIGINT: no new cells, running ones stop at a batch end, exit 143/130
@@ -100,10 +101,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     launcher = make_launcher(args.launcher, jobs=args.jobs, wandb=args.wandb, group=name, partition=args.partition,
                              time_min=args.time_min, gpus_per_cell=args.gpus_per_cell,
                              cpus_per_cell=args.cpus_per_cell, cluster=args.cluster,
-                             array_parallelism=args.array_parallelism)
+                             array_parallelism=args.array_parallelism, mem_gb=args.mem_gb, wait=not args.no_wait,
+                             slurm=merge_slurm_options(spec.get("slurm"), parse_slurm_options(args.slurm_option)))
     print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
     records = run_matrix(cells, out, launcher, pack=parse_pack(args.pack))
+    if args.no_wait and not signals.requested():
+        return 0  # submitted; the launcher said how to collect the results
     if signals.requested():
         print(signals.summary([c.label for c in cells], records), file=sys.stderr)
         return signals.exit_code(signals.requested())
@@ -191,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--cpus-per-cell", type=int, default=2)
     slurm.add_argument("--array-parallelism", type=int, default=None, metavar="N",
                        help="at most N cells running at once (the job array's %%N; default: Slurm's limit)")
+    slurm.add_argument("--mem-gb", type=int, default=16, help="memory per cell, GB (a spec's resources override)")
+    slurm.add_argument("--slurm-option", action="append", metavar="KEY=VALUE",
+                       help="any sbatch option, repeatable (account=..., qos=..., constraint=..., setup=LINE)")
+    slurm.add_argument("--no-wait", action="store_true",
+                       help="submit and return; re-run the same command to collect (nothing is submitted twice)")
     slurm.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # "local": submitit's local executor
     matrix.set_defaults(fn=cmd_matrix)
 

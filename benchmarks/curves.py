@@ -48,7 +48,7 @@ class TestCurve(Callback):
         pl_module.eval()
         with torch.no_grad():
             for batch in dm.test_dataloader():
-                evaluator.update(pl_module.model, batch.x.to(pl_module.device), batch.index)
+                evaluator.update(pl_module.model, batch._replace(x=batch.x.to(pl_module.device)))
         pl_module.train(was_training)
         value = evaluator.compute()[f"nll_k{self.k}"]
         pl_module.log(f"curve/test_nll_k{self.k}", value, sync_dist=False)

@@ -33,7 +33,7 @@ def prepare_run_feature_nets(datamodule: Any, module: Any, echo: Callable[[str],
     """Make the feature networks of one built run loadable before it trains: a missing classifier
     is trained now (with a message); missing Inception weights and a file whose checksum does
     not match are errors now. Returns ``ready`` updated with ``{network: sha256}``."""
-    from dgm_modules.evaluation.feature_nets import file_sha256, inception_path, prepare_classifier
+    from dgm_modules.networks.feature_nets import file_sha256, inception_path, prepare_classifier
 
     ready = {} if ready is None else ready
     for name in feature_nets_needed(datamodule, module):
@@ -56,7 +56,7 @@ def prepare_feature_nets(configs: Iterable[dict], echo: Callable[[str], None] = 
 def cmd_evaluator_train(args: argparse.Namespace) -> int:
     import torch
 
-    from dgm_modules.evaluation.feature_nets import (DEFAULT_EPOCHS, TRAIN_EPOCHS, WEIGHTS, grey_datamodule,
+    from dgm_modules.networks.feature_nets import (DEFAULT_EPOCHS, TRAIN_EPOCHS, WEIGHTS, grey_datamodule,
                                                      train_and_save, trained_dir)
 
     if args.threads:
@@ -74,7 +74,7 @@ def cmd_evaluator_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluator_show(args: argparse.Namespace) -> int:
-    from dgm_modules.evaluation.feature_nets import (NETWORK_OF, PUBLISHED_SHA256, WEIGHTS, FeatureNetChecksumError,
+    from dgm_modules.networks.feature_nets import (NETWORK_OF, PUBLISHED_SHA256, WEIGHTS, FeatureNetChecksumError,
                                                      FeatureNetNotFoundError, evaluator_dir, load_classifier,
                                                      network_name)
 

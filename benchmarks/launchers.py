@@ -5,15 +5,20 @@ Every launcher calls the same ``run_cell``; records land in the same folder whic
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
 from benchmarks import signals
 from benchmarks.matrix import Cell, Progress
+from benchmarks.records import read_record
+from benchmarks.run import run_id
+from benchmarks.slurm import (CellJob, active_job, check_resources, check_slurm_section, executor_parameters,
+                              record_submission)
 from benchmarks.wandb_log import run_cell_logged, wandb_loggers  # noqa: F401 -- wandb_loggers: the old import path
 from dgm_modules.registry import ConfigError
 
@@ -87,7 +92,12 @@ def _signal_workers(pool: ProcessPoolExecutor, signum: int) -> None:
 
 @dataclass
 class SlurmLauncher:
-    """Each cell a Slurm job through submitit (``cluster="local"`` runs the same path without Slurm)."""
+    """Cells as Slurm job arrays through submitit (``cluster="local"`` runs the same path without Slurm).
+
+    Defaults here (``--time-min`` etc.) are overridden per cell by the spec's ``resources``; cells
+    with different resources go out as different arrays. A cell whose recorded job is still pending
+    or running is not submitted again; ``wait=False`` submits and returns.
+    """
 
     partition: str | None = None
     time_min: int = 240
@@ -98,42 +108,99 @@ class SlurmLauncher:
     wandb: str = "disabled"
     group: str = "dgm-bench"
     array_parallelism: int | None = None  # at most this many cells at once (sbatch --array=0-N%P)
+    slurm: dict = field(default_factory=dict)  # account, qos, constraint, additional_parameters, setup
+    wait: bool = True
+    poll_s: float = 5.0
+    echo: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
         if self.array_parallelism is not None and self.array_parallelism < 1:
             raise ConfigError(f"--array-parallelism must be >= 1, got {self.array_parallelism}")
+        self.slurm = check_slurm_section(self.slurm, "slurm")
+        check_resources(self.defaults(), "--gpus-per-cell/--cpus-per-cell/--mem-gb/--time-min")
 
-    def parameters(self) -> dict:
-        """submitit AutoExecutor parameters of every cell's job."""
-        params = dict(timeout_min=self.time_min, gpus_per_node=self.gpus_per_cell, cpus_per_task=self.cpus_per_cell,
-                      mem_gb=self.mem_gb, name=f"dgm-bench-{self.group}")
-        if self.partition:
-            params["slurm_partition"] = self.partition
-        if self.array_parallelism is not None:
-            params["slurm_array_parallelism"] = self.array_parallelism
-        return params
+    def defaults(self) -> dict:
+        return {"gpus": self.gpus_per_cell, "cpus": self.cpus_per_cell, "mem_gb": self.mem_gb, "time_min": self.time_min}
+
+    def resources(self, cell: Cell) -> dict:
+        return {**self.defaults(), **cell.resources}
+
+    def parameters(self, resources: dict | None = None) -> dict:
+        """submitit AutoExecutor parameters of the jobs of cells with these resources."""
+        section = {**({"partition": self.partition} if self.partition else {}), **self.slurm}
+        return executor_parameters(resources or self.defaults(), section, name=f"dgm-bench-{self.group}",
+                                   array_parallelism=self.array_parallelism)
+
+    def arrays(self, cells: list[Cell]) -> list[tuple[dict, list[Cell]]]:
+        """The cells grouped into job arrays: one per distinct set of resources, in spec order."""
+        groups: dict[tuple, list[Cell]] = {}
+        for cell in cells:
+            groups.setdefault(tuple(sorted(self.resources(cell).items())), []).append(cell)
+        return [(dict(key), group) for key, group in groups.items()]
 
     def __call__(self, cells: list[Cell], out: Path, progress: Progress) -> None:
         import submitit
 
-        if not cells:
+        waiting: list[tuple[Cell, object | None]] = []  # (cell, its job if submitted by this call)
+        todo = []
+        for cell in cells:
+            active = active_job(out / run_id(cell.config))
+            if active is not None:
+                self.echo(f"{cell.label}: already submitted as job {active['job_id']} ({active['state']}); "
+                          "not submitted again")
+                waiting.append((cell, None))
+            else:
+                todo.append(cell)
+        for resources, group in self.arrays(todo):
+            executor = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster=self.cluster)
+            executor.update_parameters(**self.parameters(resources))
+            threads = resources["cpus"]
+            with executor.batch():  # one job array per set of resources, not one job per cell
+                jobs = [executor.submit(CellJob(c.config, str(out), threads, self.wandb, self.group)) for c in group]
+            for cell, job in zip(group, jobs):
+                record_submission(out / run_id(cell.config), job, executor.cluster)
+                waiting.append((cell, job))
+            self.echo(f"submitted {len(jobs)} cell(s) as {executor.cluster} job array "
+                      f"{str(jobs[0].job_id).split('_')[0]} with {resources}: "
+                      + ", ".join(f"{c.label}={j.job_id}" for c, j in zip(group, jobs)))
+        if not self.wait:
+            self.echo(f"not waiting (--no-wait): {len(waiting)} cell(s) pending or running; run the same command again "
+                      "to collect them (pending and running cells are not submitted twice), or "
+                      f"`dgm-bench leaderboard --out {out}` for the finished ones")
             return
-        executor = submitit.AutoExecutor(folder=str(out / ".submitit" / "%j"), cluster=self.cluster)
-        executor.update_parameters(**self.parameters())
-        threads = self.cpus_per_cell
-        with executor.batch():  # one job array for the whole matrix, not one job per cell
-            jobs = [executor.submit(_run_cell_in_worker, c.config, str(out), threads, self.wandb, self.group)
-                    for c in cells]
-        for cell, job in zip(cells, jobs):
-            try:
-                record = job.result()
-            except Exception as err:  # noqa: BLE001 -- a lost job must not stop the others' results
-                record = {"status": "failed", "error": {"type": type(err).__name__, "message": str(err)}}
-            progress.update(cell, record, skipped=False)
+        self._collect(waiting, out, progress)
+
+    def _collect(self, waiting: list[tuple[Cell, object | None]], out: Path, progress: Progress) -> None:
+        """Report each cell as it finishes, in whatever order (not in submission order)."""
+        while waiting:
+            still = []
+            for cell, job in waiting:
+                run_dir = out / run_id(cell.config)
+                if job is not None and job.done():
+                    try:
+                        record = job.result()
+                    except Exception as err:  # noqa: BLE001 -- a lost job must not stop the others' results
+                        record = {"status": "failed", "error": {"type": type(err).__name__, "message": str(err)}}
+                elif job is None and active_job(run_dir) is None:  # another submission's job has ended
+                    record = read_record(run_dir)
+                else:
+                    still.append((cell, job))
+                    continue
+                if record is None:
+                    record = {"status": "interrupted", "error": {"type": "Lost", "message": "the job ended without a record"}}
+                progress.update(cell, record, skipped=False)
+            waiting = still
+            if waiting and signals.requested():  # the jobs go on without the submitter; a re-run collects them
+                self.echo(f"stopped waiting: {len(waiting)} cell(s) still pending or running on Slurm")
+                return
+            if waiting:
+                time.sleep(self.poll_s)
 
 
 def make_launcher(kind: str, **options) -> Callable[[list[Cell], Path, Progress], None]:
     if kind == "local":
+        if not options.get("wait", True):
+            raise ConfigError("--no-wait is for --launcher slurm (a local matrix runs in this process)")
         return LocalLauncher(**{k: v for k, v in options.items() if k in ("jobs", "wandb", "group")})
     if kind == "slurm":
         return SlurmLauncher(**{k: v for k, v in options.items() if k != "jobs"})

@@ -3,7 +3,7 @@
 A spec is YAML::
 
     name: digits-quick
-    methods: [vae, iwae]             # registered method names
+    methods: [vae, iwae]             # registered method names, or `all` (every registered one)
     datasets: [digits]               # registered dataset names
     seeds: [0, 1, 2]
     settings: {default: {}}          # named override sets, one row each in the leaderboard
@@ -13,6 +13,8 @@ A spec is YAML::
         overrides: {objective: {k: 10}}
     exclude:                         # cells of the product left out (same match form)
       - {method: iwae-2l, dataset: binarized-mnist}
+    resources: {gpus: 1, mem_gb: 32}  # Slurm, per cell (a cell rule may say it too); and a `slurm:`
+                                      # section of sbatch options: see benchmarks/slurm.py
 
 In override blocks a component section may list its options directly (``objective: {k: 10}``)
 or in the full ``{class_path, init_args}`` form. Every cell is resolved (and so validated)
@@ -22,18 +24,20 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.config import COMPONENT_SECTIONS, deep_merge, load_yaml, resolve_config
 from benchmarks.records import read_record
 from benchmarks.run import run_id
+from benchmarks.slurm import apply_gpus, check_resources, check_slurm_section
 from datamodules import DATAMODULES
 from dgm_modules.components import METHODS
 from dgm_modules.registry import ConfigError
 
-SPEC_KEYS = {"name", "description", "methods", "datasets", "seeds", "settings", "overrides", "cells", "exclude"}
+SPEC_KEYS = {"name", "description", "methods", "datasets", "seeds", "settings", "overrides", "cells", "exclude",
+             "resources", "slurm"}  # the last two: see benchmarks/slurm.py
 MATCH_FACTS = ("method", "dataset", "setting", "seed")
 SPECS_DIR = Path(__file__).parent / "specs"
 
@@ -45,6 +49,7 @@ class Cell:
     seed: int
     setting: str
     config: dict
+    resources: dict = field(default_factory=dict)  # Slurm: gpus, cpus, mem_gb, time_min (benchmarks/slurm.py)
 
     @property
     def label(self) -> str:
@@ -67,8 +72,10 @@ def normalise_overrides(block: Any, where: str) -> dict:
 
 def _names(spec: dict, key: str, registry: Any, where: str) -> list[str]:
     values = spec.get(key)
+    if values == "all":  # every registered name, plugins' included; `exclude` takes some out
+        return registry.names()
     if not isinstance(values, list) or not values:
-        raise ConfigError(f"{where}: '{key}' must be a non-empty list")
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list or 'all'")
     for i, name in enumerate(values):
         if not isinstance(name, str):
             raise ConfigError(f"{where}: {key}[{i}]: expected a name, got {name!r}")
@@ -113,8 +120,9 @@ def resolve_spec(spec: dict, where: str) -> list[Cell]:
     if not isinstance(rules, list):
         raise ConfigError(f"{where}: 'cells' must be a list of {{match, overrides}} entries")
     for i, rule in enumerate(rules):
-        if not isinstance(rule, dict) or set(rule) - {"match", "overrides"} or not isinstance(rule.get("match", {}), dict):
-            raise ConfigError(f"{where}: cells[{i}]: expected {{match: {{method|dataset|setting|seed: ...}}, overrides: ...}}")
+        if not isinstance(rule, dict) or set(rule) - {"match", "overrides", "resources"} or not isinstance(rule.get("match", {}), dict):
+            raise ConfigError(f"{where}: cells[{i}]: expected {{match: {{method|dataset|setting|seed: ...}}, overrides: ..., "
+                              "resources: ...}")
         bad = set(rule.get("match", {})) - {"method", "dataset", "setting", "seed"}
         if bad:
             raise ConfigError(f"{where}: cells[{i}].match: unknown key(s) {sorted(bad)}")
@@ -122,21 +130,27 @@ def resolve_spec(spec: dict, where: str) -> list[Cell]:
     if not isinstance(exclude, list) or not all(isinstance(m, dict) and m and not set(m) - set(MATCH_FACTS)
                                                 for m in exclude):
         raise ConfigError(f"{where}: 'exclude' must be a list of matches over {', '.join(MATCH_FACTS)}")
+    common_resources = check_resources(spec.get("resources"), f"{where}: resources")
+    check_slurm_section(spec.get("slurm"), f"{where}: slurm")
     cells = []
     for setting, dataset, method, seed in itertools.product(settings, datasets, methods, seeds):
         facts = {"method": method, "dataset": dataset, "setting": setting, "seed": seed}
         if any(_holds(m, facts) for m in exclude):
             continue
         over = deep_merge(common, normalise_overrides(settings[setting], f"{where}: settings.{setting}"))
+        resources = dict(common_resources)
         for i, rule in enumerate(rules):
             if all(facts[k] in v if isinstance(v, list) else facts[k] == v for k, v in rule.get("match", {}).items()):
                 over = deep_merge(over, normalise_overrides(rule.get("overrides"), f"{where}: cells[{i}].overrides"))
+                resources.update(check_resources(rule.get("resources"), f"{where}: cells[{i}].resources"))
         over["setting"] = setting
+        label = f"{where}: cell {dataset}/{method}/{setting}/seed{seed}"
         try:
             config = resolve_config(method, dataset, seed, over)
         except ConfigError as err:
-            raise ConfigError(f"{where}: cell {dataset}/{method}/{setting}/seed{seed}: {err}") from None
-        cells.append(Cell(method, dataset, seed, setting, config))
+            raise ConfigError(f"{label}: {err}") from None
+        apply_gpus(config, resources, label, (over.get("trainer") or {}).get("devices"))
+        cells.append(Cell(method, dataset, seed, setting, config, resources))
     return cells
 
 

@@ -27,6 +27,8 @@ from benchmarks.fingerprint import config_fingerprint
 from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
                                write_json_atomic)
+from benchmarks.resume import ResumeCallback
+from benchmarks.slurm import slurm_plugins
 from dgm_modules.methods.base import DivergedError
 
 log = logging.getLogger(__name__)
@@ -116,14 +118,16 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         es = config["early_stopping"]
         best = ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="best", monitor=es["monitor"],
                                mode=es["mode"], save_top_k=1, enable_version_counter=False)
-    trainer_options.setdefault("plugins", [AtomicCheckpointIO()])
+    trainer_options.setdefault("plugins", [AtomicCheckpointIO(), *slurm_plugins()])
+    resume = ResumeCallback()  # RNG states in checkpoints; the step a resume starts at
     trainer = L.Trainer(
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[AppendingCSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
-        + ais_callbacks(config, module) + [signals.StopCallback(), IdentityCallback(config)] + list(callbacks or []),
+        + ais_callbacks(config, module)
+        + [signals.StopCallback(run_dir / CHECKPOINTS), IdentityCallback(config), resume] + list(callbacks or []),
         )
     try:
         ckpt, note = resume_point(run_dir / CHECKPOINTS)  # a torn checkpoint is found by loading it
@@ -132,6 +136,8 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
             record["resume_note"] = note
         record["resumed_from"] = ckpt
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        if resume.resumed_step is not None:
+            record["resumed_at_step"] = resume.resumed_step
         val = _val_metrics(trainer)
         best_path = best.best_model_path if best is not None else ""
         results = trainer.test(module, datamodule=datamodule, verbose=False, ckpt_path=best_path or None)

@@ -93,9 +93,21 @@ def check() -> None:
 
 
 class StopCallback(Callback):
-    """Raise :class:`Interrupted` at the first batch boundary after a stop signal."""
+    """Raise :class:`Interrupted` at the first batch boundary after a stop signal; in training, first
+    write a checkpoint there (``ckpt_dir/last.ckpt``) so that the resume starts at the next batch."""
 
-    def on_train_batch_end(self, *args: Any) -> None:
+    def __init__(self, ckpt_dir: Any = None) -> None:
+        self.ckpt_dir = ckpt_dir
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        if trainer.world_size > 1:  # ranks see a signal at different batches: stop together (as Lightning
+            # does for its own SIGTERM), else one saves (a collective) while another trains on
+            if trainer.strategy.reduce_boolean_decision(STATE.signum is not None, all=False) and STATE.signum is None:
+                STATE.signum = signal.SIGTERM
+        if STATE.signum is not None and self.ckpt_dir is not None:
+            from benchmarks.resume import save_on_stop
+
+            save_on_stop(trainer, self.ckpt_dir)
         check()
 
     def on_validation_batch_end(self, *args: Any) -> None:

@@ -45,6 +45,7 @@ class IndexBatchLoader:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.dynamic_binarize = dynamic_binarize
         self.epoch = 0
+        self.skip = 0  # batches of the next epoch already trained on (a mid-epoch resume)
         self.rank, self.world_size = 0, 1
 
     def set_distributed(self, rank: int, world_size: int) -> None:
@@ -68,11 +69,30 @@ class IndexBatchLoader:
         # A fresh Bernoulli draw each time an image is used, reproducible per (seed, epoch, rank).
         gen = torch.Generator().manual_seed(self.seed * 7_919 + self.epoch * 1_000_003 + self.rank)
         self.epoch += 1
+        skip, self.skip = self.skip, 0
         for j, sel in batches:
             x = self.x[sel]
             if self.dynamic_binarize:
-                x = torch.bernoulli(x, generator=gen)
-            yield Batch(x, None if self.y is None else self.y[sel], j)
+                x = torch.bernoulli(x, generator=gen)  # drawn for skipped batches too: the same noise after
+            if j >= skip:
+                yield Batch(x, None if self.y is None else self.y[sel], j)
+
+
+def train_position(trainer: L.Trainer) -> tuple[int, int]:
+    """``(epoch, batches of it already trained)`` where a fit starts: ``(0, 0)``, or where the restored
+    checkpoint left off.
+
+    Lightning restores the loops' progress but not a plain loader's position: it would start the
+    epoch's batches again. Our order and noise are functions of ``(seed, epoch)``, so the loader
+    skips the batches done. Read when the train loader is made: after the restore, before Lightning
+    resets the progress (``current_epoch`` is not yet advanced past an epoch-end checkpoint then;
+    ``epoch_progress.processed`` is, as Lightning's own sampler ``set_epoch`` uses it).
+    """
+    fit_loop = trainer.fit_loop
+    epoch = fit_loop.epoch_progress.current.processed
+    total, batches = fit_loop.epoch_progress.total, fit_loop.epoch_loop.batch_progress
+    mid_epoch = fit_loop.restarting and total.processed == total.started - 1 and not batches.is_last_batch
+    return int(epoch), int(batches.current.processed) if mid_epoch else 0
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -195,7 +215,7 @@ class TensorDataModule(L.LightningDataModule):
             if trainer.world_size > 1:
                 loader.set_distributed(trainer.global_rank, trainer.world_size)
             if train:  # a resumed run continues the epoch-indexed shuffles and binarisation draws
-                loader.epoch = trainer.current_epoch
+                loader.epoch, loader.skip = train_position(trainer)
         return loader
 
     def train_dataloader(self) -> IndexBatchLoader:

@@ -7,12 +7,19 @@ A component is named in config the way LightningCLI / jsonargparse name it::
 where ``class_path`` is a registered short name or a full import path. ``init_args`` are
 checked against the constructor's signature and type hints before anything is built, so a
 typo or a wrong type fails with the option's name. Defaults live in one place: the signatures.
+
+Components register themselves where they are defined (``@MODELS.register("gaussian-vae")`` on
+the class). A registry imports its packages' modules, and the ``dgm_bench.plugins`` entry points
+of installed distributions, the first time it is asked for its entries, so this module imports
+no component and every layer may import it.
 """
 from __future__ import annotations
 
 import collections.abc
 import importlib
+import importlib.metadata
 import inspect
+import pkgutil
 import types
 import typing
 from typing import Any, Callable, Generic, Literal, TypeVar, Union
@@ -40,9 +47,20 @@ def section_options(section: str, options: Any, defaults: dict) -> dict:
 class Registry(Generic[T]):
     """Maps short names to classes (or factories) of one kind."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, packages: tuple[str, ...] = (), plugins: bool = False) -> None:
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
+        self._packages, self._plugins, self._loaded = packages, plugins, not (packages or plugins)
+
+    def _load(self) -> None:
+        """Import the modules that register into this registry (once, on first use)."""
+        if self._loaded:
+            return
+        self._loaded = True  # first: a module imported below may query this registry
+        for package in self._packages:
+            import_package(package)
+        if self._plugins:
+            load_plugins()
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         if not name or name != name.strip().lower() or " " in name:
@@ -57,12 +75,15 @@ class Registry(Generic[T]):
         return deco
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._entries)
 
     def items(self):
+        self._load()
         return sorted(self._entries.items())
 
     def get(self, name: str, option: str | None = None) -> Callable[..., T]:
+        self._load()
         if name in self._entries:
             return self._entries[name]
         if "." in name:  # a full import path, as LightningCLI accepts
@@ -75,11 +96,51 @@ class Registry(Generic[T]):
                           f"choose one of: {', '.join(self.names())}")
 
     def name_of(self, obj: Any) -> str:
+        self._load()
         for name, entry in self._entries.items():
             if entry is obj or (inspect.isclass(entry) and type(obj) is entry):
                 return name
         cls = obj if inspect.isclass(obj) else type(obj)
         return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def import_package(package: str) -> None:
+    """Import ``package`` and every module below it (their decorators register the components)."""
+    root = importlib.import_module(package)
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        importlib.import_module(info.name)
+
+
+#: the entry-point group an outside distribution declares to add components, e.g. in pyproject.toml
+#: ``[project.entry-points."dgm_bench.plugins"] my-methods = "my_package.dgm_plugin"``
+PLUGIN_GROUP = "dgm_bench.plugins"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every installed ``dgm_bench.plugins`` entry point (once); a module registers on import,
+    a function named by ``module:function`` is called. A broken plugin fails naming its distribution."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        where = f"{ep.dist.name if ep.dist else '?'} ({ep.name} = {ep.value})"
+        try:
+            obj = ep.load()
+            if callable(obj) and not inspect.isclass(obj):
+                obj()
+        except Exception as err:
+            raise ConfigError(f"{PLUGIN_GROUP} plugin {where} failed to load: {err!r}") from err
+
+
+# One registry per kind of component, filled by the decorators in the named packages.
+MODELS: Registry = Registry("model", ("dgm_modules.models",), plugins=True)
+OBJECTIVES: Registry = Registry("objective", ("dgm_modules.objectives",), plugins=True)
+MODULES: Registry = Registry("module", ("dgm_modules.methods",), plugins=True)
+OPTIMIZERS: Registry = Registry("optimizer", ("dgm_modules.methods",), plugins=True)
+#: named methods (:class:`dgm_modules.presets.MethodPreset`), read from dgm_modules/presets/*.yaml
+METHODS: Registry = Registry("method", ("dgm_modules.presets",), plugins=True)
 
 
 def normalise_spec(spec: Any, option: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 from benchmarks.config import build, resolve_config
 from benchmarks.figures.samples import recon_figure, samples_figure
 from benchmarks.run import run_cell
-from dgm_modules.evaluation.feature_nets import WEIGHTS_ENV, FeatureNetNotFoundError, classifier_features
+from dgm_modules.networks.feature_nets import WEIGHTS_ENV, FeatureNetNotFoundError, classifier_features
 from dgm_modules.methods.base import DivergedError
 from dgm_modules.objectives.perceptual import PerceptualELBO
 from dgm_modules.registry import ConfigError

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from datamodules.base import Batch
 from dgm_modules.evaluation.bounds import importance_weighted_bounds
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
 from dgm_modules.models.linear_gaussian import LinearGaussian
@@ -83,9 +84,9 @@ def test_evaluator_is_independent_of_how_batches_are_dealt():
     a, b = LogLikelihoodEvaluator([1, 20]), LogLikelihoodEvaluator([1, 20])
     batches = list(enumerate(x.split(10)))
     for i, xb in batches:
-        a.update(model, xb, i)
+        a.update(model, Batch(xb, None, i))
     for i, xb in reversed(batches):  # another order, as another process layout would give
-        b.update(model, xb, i)
+        b.update(model, Batch(xb, None, i))
     ra, rb = a.compute(), b.compute()
     assert set(ra) == {"nll_k1", "nll_k20"}  # linear-Gaussian has no analytic ELBO here
     for name in ra:

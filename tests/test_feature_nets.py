@@ -13,8 +13,8 @@ from benchmarks.config import resolve_config
 from benchmarks.evaluator import prepare_feature_nets
 from benchmarks.matrix import resolve_spec, run_matrix
 from benchmarks.run import run_cell
-from dgm_modules.evaluation.classifier import accuracy
-from dgm_modules.evaluation.feature_nets import (META, PUBLISHED_SHA256, SHIPPED_DIR, WEIGHTS, WEIGHTS_ENV,
+from dgm_modules.networks.classifier import accuracy
+from dgm_modules.networks.feature_nets import (META, PUBLISHED_SHA256, SHIPPED_DIR, WEIGHTS, WEIGHTS_ENV,
                                                  FeatureNetChecksumError, classifier_features, evaluator_dir,
                                                  feature_net_for, file_sha256, grey_datamodule, load_classifier)
 

@@ -14,6 +14,7 @@ from torch import nn
 from benchmarks.cli import main
 from benchmarks.matrix import resolve_spec
 from benchmarks.reproduce import load_reproduction
+from datamodules.base import Batch
 from dgm_modules.components import METHODS, MODELS, OBJECTIVES
 from dgm_modules.evaluation.latent_structure import LatentStructureEvaluator
 from dgm_modules.models.hierarchical_vae import HierarchicalGaussianVAE
@@ -175,8 +176,8 @@ def test_active_units_are_counted_per_layer():
     x = torch.bernoulli(torch.full((500, 20), 0.5))
     evaluator = LatentStructureEvaluator()
     for xs in x.split(100):
-        evaluator.update(model, xs, None)
-    metrics = evaluator.compute(model)
+        evaluator.update(model, Batch(xs, None, 0))
+    metrics = evaluator.compute()
     assert (metrics["active_units_h1"], metrics["active_units_h2"], metrics["active_units"]) == (3.0, 1.0, 4.0)
     # E_q[h2 | x] (h1 integrated out) against a brute-force average over many draws of q
     means = model.layer_means(x[:5])

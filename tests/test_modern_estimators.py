@@ -21,8 +21,6 @@ from benchmarks.run import run_cell
 from dgm_modules.components import METHODS, OBJECTIVES
 from dgm_modules.evaluation.gradient_variance import measure_gradient_variance
 from dgm_modules.models.linear_gaussian import LinearGaussian
-from dgm_modules.models.sbn import SigmoidBeliefNet
-from dgm_modules.networks.sbn_layers import DiscreteFamily
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.arm import ARM
 from dgm_modules.objectives.base import IncompatibleObjectiveError
@@ -34,62 +32,12 @@ from dgm_modules.objectives.relax import RELAX
 from dgm_modules.objectives.reweighted_wake_sleep import ReweightedWakeSleep
 from dgm_modules.objectives.stl import STL
 from dgm_modules.registry import ConfigError
+from exact_enumeration import X, agree, draws, exact_elbo, grads, standard_error, tiny_sbn, within
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
-GROUPS = 60  # independent estimates per mean; their spread gives the error bars
-
-
-def grads(model, loss):
-    """``(grad theta, grad phi)`` of ``loss``, flattened (zeros where it does not reach)."""
-    out = []
-    for params in (list(model.theta_parameters()), list(model.phi_parameters())):
-        g = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        out.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten() for gi, p in zip(g, params)]))
-    return out
-
-
-def draws(model, objective, x, n=GROUPS, seed=1):
-    """``n`` independent estimates: ``([n, theta], [n, phi])``."""
-    torch.manual_seed(seed)
-    theta, phi = zip(*(grads(model, objective(model, x).loss) for _ in range(n)))
-    return torch.stack(theta), torch.stack(phi)
-
-
-def within(d, exact, sigmas=4.0):
-    """The mean of draws ``d`` ``[n, p]`` agrees with ``exact`` ``[p]`` coordinate-wise."""
-    se = d.std(0) / math.sqrt(d.shape[0])
-    return bool(((d.mean(0) - exact).abs() <= sigmas * se + 1e-6).all())
-
-
-def agree(d1, d2, sigmas=4.0):
-    """Two independent sets of draws have the same mean coordinate-wise."""
-    se = (d1.var(0) / d1.shape[0] + d2.var(0) / d2.shape[0]).sqrt()
-    return bool(((d1.mean(0) - d2.mean(0)).abs() <= sigmas * se + 1e-6).all())
-
-
-# -- a tiny sigmoid belief net whose ELBO is a finite sum ----------------------------------------
-X = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
-X_REP = X.repeat(100, 1)  # each estimate averages 100 draws per example
-
-
-def tiny_sbn(sizes=(3,)) -> SigmoidBeliefNet:
-    torch.manual_seed(0)
-    model = SigmoidBeliefNet((4,), latent_sizes=sizes)
-    with torch.no_grad():  # larger weights than the default init, so the gradients are far from 0
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p))
-    return model
-
-
-def exact_elbo(model, x):
-    """``E_q[log p(x, z) - log q(z | x)]`` by summing over every configuration of every layer."""
-    grids = [DiscreteFamily("bernoulli", f.units).enumerate() for f in model.families]
-    idx = torch.cartesian_prod(*[torch.arange(len(g)) for g in grids]).reshape(-1, len(grids))
-    z = tuple(g[idx[:, i]][:, None, :].expand(-1, x.shape[0], -1) for i, g in enumerate(grids))
-    log_joint, log_q = model.log_joint(x, z), model.log_q(x, z)
-    return (log_q.exp() * (log_joint - log_q)).sum(0)
+X_REP = X.repeat(100, 1)  # each estimate averages 100 draws per example (X, tiny_sbn: exact_enumeration.py)
 
 
 def _fitted_relax(model, **kwargs) -> RELAX:
@@ -118,7 +66,7 @@ def test_arm_and_disarm_match_exact_elbo_gradient(antithetic_draws):
     exact_theta, exact_phi = grads(model, -exact_elbo(model, X).mean())
     for theta, phi in (arm, disarm):
         assert within(theta, exact_theta) and within(phi, exact_phi)
-        assert exact_phi.abs().max() > 10 * (phi.std(0) / math.sqrt(len(phi))).max()  # the check has power
+        assert exact_phi.abs().max() > 10 * standard_error(phi).max()  # the check has power
     # the same check rejects ARM without its antithetic partner's sign flip (a biased estimator)
     torch.manual_seed(1)
     wrong = ARM()
@@ -141,7 +89,7 @@ def test_arm_and_disarm_per_layer_match_exact_gradient_of_two_layer_net():
         theta, phi = draws(model, objective, X_REP)
         assert within(theta, exact_theta) and within(phi, exact_phi), type(objective).__name__
         upper = sum(p.numel() for p in model.inference[1].parameters())  # the second layer's phi
-        assert exact_phi[-upper:].abs().max() > 10 * (phi[:, -upper:].std(0) / math.sqrt(GROUPS)).max()
+        assert exact_phi[-upper:].abs().max() > 10 * standard_error(phi[:, -upper:]).max()
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"hidden": 0}], ids=["relax", "rebar"])
@@ -152,7 +100,7 @@ def test_relax_matches_exact_elbo_gradient(kwargs):
     exact_theta, exact_phi = grads(model, -exact_elbo(model, X).mean())
     theta, phi = draws(model, objective, X_REP, n=40)
     assert within(theta, exact_theta) and within(phi, exact_phi)
-    assert exact_phi.abs().max() > 10 * (phi.std(0) / math.sqrt(len(phi))).max()
+    assert exact_phi.abs().max() > 10 * standard_error(phi).max()
 
 
 def test_relax_control_variate_is_trained_to_reduce_variance():
@@ -208,7 +156,7 @@ def test_stl_matches_exact_elbo_gradient_and_shares_theta_with_reparam():
     exact_theta, exact_phi = grads(model, -exact_linear_gaussian_elbo(model, x).mean())
     theta, phi = draws(model, STL(), x, n=200)
     assert within(theta, exact_theta) and within(phi, exact_phi)
-    assert exact_phi.abs().max() > 10 * (phi.std(0) / math.sqrt(len(phi))).max()
+    assert exact_phi.abs().max() > 10 * standard_error(phi).max()
     # theta's gradient is the reparameterised one, draw for draw
     torch.manual_seed(5)
     stl_theta, stl_phi = grads(model, STL()(model, x).loss)

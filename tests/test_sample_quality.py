@@ -7,8 +7,8 @@ import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
 from benchmarks.cli import main
-from dgm_modules.evaluation.classifier import accuracy
-from dgm_modules.evaluation.feature_nets import (WEIGHTS, WEIGHTS_ENV, FeatureNetChecksumError,
+from dgm_modules.networks.classifier import accuracy
+from dgm_modules.networks.feature_nets import (WEIGHTS, WEIGHTS_ENV, FeatureNetChecksumError,
                                                  FeatureNetNotFoundError, classifier_features, evaluator_dir,
                                                  feature_net_for, grey_datamodule, inception_features,
                                                  load_classifier)

@@ -18,6 +18,7 @@ from benchmarks.figures import pyplot, save
 from benchmarks.records import RECORD
 from benchmarks.run import CHECKPOINTS
 from dgm_modules.evaluation.latent_structure import component_weights, encode
+from dgm_modules.models.capabilities import ExplicitLatent
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, torch.nn.Module, Tensor]:
@@ -40,12 +41,11 @@ def latent_usage(model: torch.nn.Module, x: Tensor) -> tuple[Tensor, str]:
     weights = component_weights(model, x[:1])
     if weights is not None:
         return encode(lambda xs: component_weights(model, xs), x).double().mean(0), "mean weight E[pi_k] over test set"
-    q, prior = getattr(model, "q", None), getattr(model, "prior", None)
-    if not (callable(q) and callable(prior)):
+    if not isinstance(model, ExplicitLatent):
         raise ValueError(f"{type(model).__name__} has neither component_weights nor q/prior to measure")
 
     def per_dim_kl(xs: Tensor) -> Tensor:
-        qd, pd = q(xs), prior()
+        qd, pd = model.q(xs), model.prior()
         qd, pd = (d.base_dist if isinstance(d, Independent) else d for d in (qd, pd))
         return kl_divergence(qd, pd)
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from benchmarks.figures import pyplot, save
 from benchmarks.figures.latent_usage import load_run
+from dgm_modules.models.capabilities import ExplicitLatent
 
 
 def _grid(images: Tensor, nrow: int) -> Tensor:
@@ -44,7 +45,7 @@ def samples_figure(run_dir: str | Path, out: str | Path, n: int = 64, seed: int 
 @torch.no_grad()
 def reconstruct(model: torch.nn.Module, x: Tensor) -> Tensor:
     """The decoder's mean image at the posterior mean, ``[B, *input_shape]``."""
-    if not (callable(getattr(model, "q", None)) and callable(getattr(model, "likelihood", None))):
+    if not isinstance(model, ExplicitLatent):
         raise ValueError(f"{type(model).__name__} has no encoder q(x) and decoder likelihood(z) to reconstruct with")
     return model.likelihood(model.q(x).mean).mean.view_as(x)
 

@@ -24,13 +24,13 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from dgm_modules.evaluation.hmc import ChainState, PathTerms, adapt_step_size, evaluate_terms, hmc_transition
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives.functional import log_mean_exp
 
 SCHEDULES = ("sigmoid", "geometric")
 STARTS = ("prior", "encoder")
 #: latent kinds AIS can anneal over (HMC needs real-valued latents)
-SUPPORTED_KINDS = ("continuous-reparam", "implicit")
+SUPPORTED_KINDS = (LatentKind.CONTINUOUS, LatentKind.IMPLICIT)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ import yaml
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from dgm_modules.registry import MODELS, OBJECTIVES, ConfigError, normalise_spec, resolve_init_args
+
 GROUPS = ("phi", "theta")
 STATS = ("trace_cov", "mean_sq_norm", "snr_mean", "snr_median")
 
@@ -267,9 +269,6 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
     (``"iwae"``, ``"iwae:k=100"``, ``"dreg:k=5"``), a mapping
     ``{"label", "objective", "model_overrides", "adapt_steps"}`` or a YAML/JSON string of one.
     """
-    from dgm_modules.components import OBJECTIVES
-    from dgm_modules.registry import ConfigError
-
     if isinstance(item, Estimator):
         return [item]
     if isinstance(item, str) and item.lstrip().startswith("{"):
@@ -308,9 +307,6 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
 
 def resolve_estimators(items: Sequence[str | dict | Estimator] | str | None) -> list[Estimator]:
     """Expand and validate an estimator list (``None``: the run's own objective); labels must be unique."""
-    from dgm_modules.components import OBJECTIVES
-    from dgm_modules.registry import ConfigError, normalise_spec, resolve_init_args
-
     if items is None:
         return [RUN]
     out = [e for item in ([items] if isinstance(items, (str, dict)) else items) for e in parse_estimator(item)]
@@ -336,9 +332,6 @@ def build_estimator(est: Estimator, model: nn.Module, run_objective: nn.Module |
     ``IncompatibleObjectiveError``) when the objective cannot train that model or the overrides
     change the parameters.
     """
-    from dgm_modules.components import MODELS, OBJECTIVES
-    from dgm_modules.registry import normalise_spec, resolve_init_args
-
     if est.model_overrides:
         if model_spec is None:
             raise ValueError(f"estimator {est.label!r} overrides model options but the run's model spec is unknown")

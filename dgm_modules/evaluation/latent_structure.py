@@ -17,36 +17,30 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
+
+from datamodules.base import Batch
+from dgm_modules.models.capabilities import ExplicitLatent, HasComponents, HasLatentLayers, HasLatentMeans
 
 KNN_KS = (3, 5, 10)
 
 
 def latent_means(model: Any, x: Tensor) -> Tensor | None:
     """The model's representation of ``x`` for kNN (``[B, D]``), or ``None`` where it has none."""
-    hook = getattr(model, "latent_means", None)
-    if callable(hook):
-        return hook(x).flatten(1)
-    q = getattr(model, "q", None)
-    if callable(q):
-        try:
-            dist = q(x)
-        except (TypeError, NotImplementedError):  # a q that needs more than x: no default
-            return None
-        if isinstance(dist, Distribution):
-            return dist.mean.flatten(1)
+    if isinstance(model, HasLatentMeans):
+        return model.latent_means(x).flatten(1)
+    if isinstance(model, ExplicitLatent):
+        return model.q(x).mean.flatten(1)
     return None
 
 
 def component_weights(model: Any, x: Tensor) -> Tensor | None:
     """Per-example weights of the model's ``T`` components (``[B, T]``), or ``None``."""
-    hook = getattr(model, "component_weights", None)
-    return hook(x) if callable(hook) else None
+    return model.component_weights(x) if isinstance(model, HasComponents) else None
 
 
 def latent_layer_sizes(model: Any) -> tuple[int, ...]:
     """Units per stochastic layer (bottom first) of a model with several, else ``()``."""
-    sizes = tuple(getattr(model, "latent_layer_sizes", ()) or ())
+    sizes = tuple(model.latent_layer_sizes) if isinstance(model, HasLatentLayers) else ()
     return sizes if len(sizes) > 1 else ()
 
 
@@ -96,16 +90,23 @@ class LatentStructureEvaluator:
     def __init__(self, ks: Sequence[int] = KNN_KS, threshold: float = 0.01, max_train: int = 10_000,
                  seed: int = 0) -> None:
         self.ks, self.threshold, self.max_train, self.seed = tuple(ks), threshold, max_train, seed
+        self.datamodule: Any = None
         self.reset()
 
+    def bind_data(self, datamodule: Any) -> None:
+        """The run's DataModule: its train split is what the kNN classifier is fitted on."""
+        self.datamodule = datamodule
+
     def reset(self) -> None:
+        self.model: Any = None  # the model of the last update, encoded again for the train split
         self.means: list[Tensor] = []
         self.labels: list[Tensor] = []
         self.weight_sum: Tensor | None = None
         self.count = 0
 
     @torch.no_grad()
-    def update(self, model: Any, x: Tensor, y: Tensor | None) -> None:
+    def update(self, model: Any, batch: Batch) -> None:
+        x, y, self.model = batch.x, batch.y, model
         weights = component_weights(model, x)
         if weights is not None:
             total = weights.double().sum(0).cpu()
@@ -117,9 +118,10 @@ class LatentStructureEvaluator:
             if y is not None:
                 self.labels.append(y.cpu())
 
-    def compute(self, model: Any, datamodule: Any = None) -> dict[str, float]:
+    def compute(self) -> dict[str, float]:
         """The metrics: ``components_used``, ``active_units`` (and ``active_units_h{l}`` per stochastic
         layer) and ``knn_error_k{k}`` (the latter needs labels and the train split)."""
+        model, datamodule = self.model, self.datamodule
         means, labels, weight_sum, count = self._gathered()
         out: dict[str, float] = {}
         if weight_sum is not None and count:

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from datamodules.base import Batch
 from dgm_modules.evaluation.bounds import check_ks, importance_weighted_bounds
 from dgm_modules.evaluation.metrics import MeanPerExample
 from dgm_modules.models.base import LatentVariableModel
@@ -25,8 +26,12 @@ class LogLikelihoodEvaluator(nn.Module):
         names = [f"nll_k{k}" for k in self.ks] + ["neg_elbo"]
         self.metrics = nn.ModuleDict({n: MeanPerExample() for n in names})
 
+    def bind_data(self, datamodule: object) -> None:
+        pass
+
     @torch.no_grad()
-    def update(self, model: LatentVariableModel, x: Tensor, batch_index: int) -> None:
+    def update(self, model: LatentVariableModel, batch: Batch) -> None:
+        x, batch_index = batch.x, batch.index
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed * 1_000_003 + batch_index)

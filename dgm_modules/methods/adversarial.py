@@ -17,13 +17,15 @@ from torch import nn
 from datamodules.base import Batch
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
 from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
-from dgm_modules.methods.base import check_finite
+from dgm_modules.methods.base import EvaluatedMethod, check_finite
 from dgm_modules.methods.variational import OptimizerFactory
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives.adversarial import AdversarialObjective
+from dgm_modules.registry import MODULES
 
 
-class AdversarialMethod(L.LightningModule):
+@MODULES.register("adversarial")
+class AdversarialMethod(EvaluatedMethod):
     """Trains ``model`` by an :class:`AdversarialObjective`, one optimiser per player.
 
     Args:
@@ -50,6 +52,11 @@ class AdversarialMethod(L.LightningModule):
         self.test_eval = LogLikelihoodEvaluator(eval_k, chunk_pairs, eval_seed) if has_likelihood else None
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
 
+    def evaluators(self, stage: str) -> list:
+        likelihood = self.val_eval if stage == "val" else self.test_eval
+        quality = [self.sample_quality] if stage == "test" and self.sample_quality is not None else []
+        return ([likelihood] if likelihood is not None else []) + quality
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer_factory(self.objective.player_parameters(self.model, p)) for p in self.objective.players]
 
@@ -73,26 +80,3 @@ class AdversarialMethod(L.LightningModule):
         for player, optimizer in zip(self.objective.players, optimizers):
             self.player_step(player, optimizer, batch.x)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        if self.val_eval is not None:
-            self.val_eval.update(self.model, batch.x, batch.index)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        if self.test_eval is not None:
-            self.test_eval.update(self.model, batch.x, batch.index)
-
-    def on_validation_epoch_end(self) -> None:
-        if self.val_eval is not None:
-            self._log_and_reset(self.val_eval, "val")
-
-    def on_test_epoch_end(self) -> None:
-        if self.test_eval is not None:
-            self._log_and_reset(self.test_eval, "test")
-        if self.sample_quality is not None:
-            for name, value in self.sample_quality.evaluate(self.model.sample, self.trainer.datamodule).items():
-                self.log(f"test/{name}", value, sync_dist=False)
-
-    def _log_and_reset(self, evaluator: LogLikelihoodEvaluator, stage: str) -> None:
-        for name, value in evaluator.compute().items():
-            self.log(f"{stage}/{name}", value, prog_bar=stage == "val", sync_dist=False)
-        evaluator.reset()

@@ -1,8 +1,12 @@
-"""What every method (LightningModule) shares: divergence detection."""
+"""What every method (LightningModule) shares: divergence detection, the evaluation hooks."""
 from __future__ import annotations
 
+import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from datamodules.base import Batch
+from dgm_modules.evaluation.base import Evaluator
 
 
 class DivergedError(RuntimeError):
@@ -16,3 +20,38 @@ class DivergedError(RuntimeError):
 def check_finite(loss: Tensor, step: int) -> None:
     if not torch.isfinite(loss):
         raise DivergedError(step, loss.detach().item())
+
+
+class EvaluatedMethod(L.LightningModule):
+    """The validation and test hooks every method shares: each split's :class:`Evaluator` s see every
+    batch, then their metrics are logged as ``val/<name>`` / ``test/<name>`` and they are reset.
+
+    Subclasses set ``self.model`` and list their evaluators in :meth:`evaluators` (in logging order).
+    """
+
+    model: nn.Module
+
+    def evaluators(self, stage: str) -> list[Evaluator]:  # pragma: no cover - every method overrides
+        raise NotImplementedError
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        for evaluator in self.evaluators("val"):
+            evaluator.update(self.model, batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        for evaluator in self.evaluators("test"):
+            evaluator.update(self.model, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_and_reset("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_and_reset("test")
+
+    def _log_and_reset(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)  # the one this fit/test runs on
+        for evaluator in self.evaluators(stage):
+            evaluator.bind_data(datamodule)
+            for name, value in evaluator.compute().items():  # already reduced across processes
+                self.log(f"{stage}/{name}", value, prog_bar=stage == "val", sync_dist=False)
+            evaluator.reset()

@@ -6,9 +6,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.base import Batch
 from dgm_modules.methods.base import check_finite
+from dgm_modules.models.capabilities import Classifier
 from dgm_modules.methods.variational import VariationalMethod
+from dgm_modules.registry import MODULES
 
 
+@MODULES.register("semi-supervised")
 class SemiSupervisedMethod(VariationalMethod):
     """Trains on labelled and unlabelled examples (label ``-1``); reports classification accuracy.
 
@@ -20,7 +23,7 @@ class SemiSupervisedMethod(VariationalMethod):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not hasattr(self.model, "classify"):
+        if not isinstance(self.model, Classifier):
             raise ValueError(f"module semi-supervised needs a model with a classifier (classify(x)); "
                              f"{type(self.model).__name__} has none")
         classes = self.model.classes

@@ -3,22 +3,23 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-import lightning as L
 import torch
 
 from datamodules.base import Batch
 from dgm_modules.evaluation.latent_structure import LatentStructureEvaluator
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
 from dgm_modules.evaluation.sample_quality import SampleQualityEvaluator
-from dgm_modules.methods.base import check_finite
+from dgm_modules.methods.base import EvaluatedMethod, check_finite
 from dgm_modules.methods.schedules import LR_SCHEDULES
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import MODULES
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
-class VariationalMethod(L.LightningModule):
+@MODULES.register("variational")
+class VariationalMethod(EvaluatedMethod):
     """Trains ``model`` by ``objective``; scores it by the shared log-likelihood protocol.
 
     Args:
@@ -52,6 +53,11 @@ class VariationalMethod(L.LightningModule):
         self.sample_quality = SampleQualityEvaluator(fid_samples, seed=eval_seed) if fid_samples else None
         self.test_structure = LatentStructureEvaluator(seed=eval_seed)  # kNN error, components used
 
+    def evaluators(self, stage: str) -> list:
+        if stage == "val":
+            return [self.val_eval]
+        return [self.test_eval, self.test_structure, *([self.sample_quality] if self.sample_quality else [])]
+
     def setup(self, stage: str) -> None:
         bind = getattr(self.objective, "bind_data", None)  # e.g. a perceptual loss's feature network
         if bind is not None:
@@ -84,30 +90,16 @@ class VariationalMethod(L.LightningModule):
         self._train_sums = {}
         self._train_count = 0
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.val_eval.update(self.model, batch.x, batch.index)
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a checkpoint written mid-epoch (a stop signal) carries the epoch's sums so far; after the
+        # epoch's last batch they are the finished epoch's, logged before the next one starts
+        trainer = self._trainer
+        if trainer is not None and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            checkpoint["train_sums"] = {"sums": dict(self._train_sums), "count": self._train_count}
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.test_eval.update(self.model, batch.x, batch.index)
-        self.test_structure.update(self.model, batch.x, batch.y)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_and_reset(self.val_eval, "val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_and_reset(self.test_eval, "test")
-        datamodule = getattr(self.trainer, "datamodule", None)
-        for name, value in self.test_structure.compute(self.model, datamodule).items():
-            self.log(f"test/{name}", value, sync_dist=False)  # already computed over all processes
-        self.test_structure.reset()
-        if self.sample_quality is not None:
-            for name, value in self.sample_quality.evaluate(self.model.sample, datamodule).items():
-                self.log(f"test/{name}", value, sync_dist=False)
-
-    def _log_and_reset(self, evaluator: LogLikelihoodEvaluator, stage: str) -> None:
-        for name, value in evaluator.compute().items():  # already reduced across processes
-            self.log(f"{stage}/{name}", value, prog_bar=stage == "val", sync_dist=False)
-        evaluator.reset()
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("train_sums") or {"sums": {}, "count": 0}
+        self._train_sums, self._train_count = dict(state["sums"]), int(state["count"])
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         optimizer = self.optimizer_factory(self.parameters())

@@ -10,8 +10,11 @@ from typing import ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
-Latents = tuple[Tensor, ...]  # one entry per stochastic layer, each [k, B, ...]
+from dgm_modules.models.capabilities import LatentKind, Latents
+
+__all__ = ["ExplicitLatentModel", "LatentKind", "LatentVariableModel", "Latents"]
 
 
 class LatentVariableModel(nn.Module, ABC):
@@ -22,8 +25,8 @@ class LatentVariableModel(nn.Module, ABC):
     abstract methods. Shapes: ``x`` is ``[B, *input_shape]``; latent samples are ``[k, B, ...]``.
     """
 
-    #: what the latents are, checked by objectives: "continuous-reparam", "bernoulli", "categorical", ...
-    latent_kind: ClassVar[str]
+    #: what the latents are, checked against each objective's ``supported_latents``
+    latent_kind: ClassVar[LatentKind]
 
     def __init__(self, input_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -53,12 +56,8 @@ class LatentVariableModel(nn.Module, ABC):
     def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
         """Ancestral sample ``(x [n, ...], z)`` drawn top-down (the sleep phase's "dream")."""
 
-    def log_q(self, x: Tensor, z: Latents) -> Tensor:
-        """``log q(z | x)`` of given latents ``[k, B, ...]``: ``[k, B]`` (the sleep phase scores dreams).
-
-        Optional: only the objectives with a sleep phase need it.
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not score given latents under q (log_q)")
+    # Optional: ``log_q(x, z)``, ``log q(z | x)`` of given latents ``[k, B, ...]`` as ``[k, B]``
+    # (capabilities.ScoresLatents): the sleep phase and the path-derivative estimators need it.
 
     def log_weights(self, x: Tensor, k: int = 1, reparam: bool = True) -> Tensor:
         """``log p(x, z_i) - log q(z_i | x)`` for ``z_i ~ q``: ``[k, B]``."""
@@ -73,3 +72,47 @@ class LatentVariableModel(nn.Module, ABC):
     def sample(self, n: int) -> Tensor:
         """Draw ``n`` images from the model."""
         return self.sample_joint(n)[0]
+
+
+class ExplicitLatentModel(LatentVariableModel):
+    """One latent layer given by three distributions (:class:`~dgm_modules.models.capabilities.ExplicitLatent`):
+    subclasses implement ``q(x)``, ``prior()`` and ``likelihood(z)``; sampling and scoring follow.
+
+    Hooks: :meth:`log_likelihood` (a faster form of ``likelihood(z).log_prob(x)``) and
+    :meth:`clamp_latent` (keep samples inside the support, e.g. sticks inside ``(0, 1)``).
+    """
+
+    @abstractmethod
+    def q(self, x: Tensor) -> Distribution:
+        """``q(z | x)`` with batch shape ``[B]``."""
+
+    @abstractmethod
+    def prior(self) -> Distribution:
+        """``p(z)``."""
+
+    @abstractmethod
+    def likelihood(self, z: Tensor) -> Distribution:
+        """``p(x | z)`` over the flattened example."""
+
+    def clamp_latent(self, z: Tensor) -> Tensor:
+        return z
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x | z)``: ``[k, B]``."""
+        return self.likelihood(z).log_prob(x.flatten(1))
+
+    def sample_q(self, x: Tensor, k: int = 1, reparam: bool = True) -> tuple[Latents, Tensor]:
+        q = self.q(x)
+        z = self.clamp_latent(q.rsample((k,)) if reparam else q.sample((k,)))
+        return (z,), q.log_prob(z)
+
+    def log_q(self, x: Tensor, z: Latents) -> Tensor:
+        return self.q(x).log_prob(self.clamp_latent(z[0]))
+
+    def log_joint(self, x: Tensor, z: Latents) -> Tensor:
+        (z0,) = z
+        return self.prior().log_prob(z0) + self.log_likelihood(x, z0)
+
+    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
+        z = self.clamp_latent(self.prior().sample((n,)))
+        return self.likelihood(z).sample().view(n, *self.input_shape), (z,)

@@ -15,9 +15,10 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Beta, Categorical, Independent, MixtureSameFamily, Normal
 from torch.nn import functional as F
 
-from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.base import ExplicitLatentModel, LatentKind, Latents
 from dgm_modules.models.stick_breaking import check_nonparametric_options
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
 class DPMixturePrior(nn.Module):
@@ -71,7 +72,8 @@ class DPMixturePrior(nn.Module):
         return (beta + F.logsigmoid(l) + F.logsigmoid(-l)).sum()
 
 
-class DPMixtureVAE(LatentVariableModel):
+@MODELS.register("dp-mixture-vae")
+class DPMixtureVAE(ExplicitLatentModel):
     """Gaussian ``q(z | x)``, a learned DP-mixture prior, Bernoulli likelihood.
 
     The importance weights use the mixture's exact density (``MixtureSameFamily``); there is no
@@ -90,7 +92,7 @@ class DPMixtureVAE(LatentVariableModel):
         n_train: training-set size that scales the fractions' prior per example (>= 1).
     """
 
-    latent_kind = "continuous-reparam"
+    latent_kind = LatentKind.CONTINUOUS
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 50, truncation: int = 50,
                  alpha0: float = 5.0, hidden: Sequence[int] = (200, 200), activation: str = "tanh",
@@ -123,24 +125,11 @@ class DPMixtureVAE(LatentVariableModel):
     def likelihood(self, z: Tensor) -> Independent:
         return Independent(Bernoulli(logits=self.generative["decoder"](z), validate_args=False), 1)
 
-    def sample_q(self, x: Tensor, k: int = 1, reparam: bool = True) -> tuple[Latents, Tensor]:
-        q = self.q(x)
-        z = q.rsample((k,)) if reparam else q.sample((k,))
-        return (z,), q.log_prob(z)
-
-    def log_q(self, x: Tensor, z: Latents) -> Tensor:
-        return self.q(x).log_prob(z[0])
-
     def log_joint(self, x: Tensor, z: Latents) -> Tensor:
-        (z0,) = z
-        out = self.prior().log_prob(z0) + self.likelihood(z0).log_prob(x.flatten(1))
+        out = super().log_joint(x, z)
         if self.training:  # the MAP share of the global prior; never part of evaluation
             out = out + self.dp_prior.fraction_log_prior() / self.n_train
         return out
-
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
-        z = self.prior().sample((n,))
-        return self.likelihood(z).sample().view(n, *self.input_shape), (z,)
 
     def component_weights(self, x: Tensor) -> Tensor:
         """Responsibilities ``p(c | z = E_q[z | x])``: ``[B, T]``."""

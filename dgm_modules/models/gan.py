@@ -13,8 +13,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
+from dgm_modules.models.base import LatentKind
 from dgm_modules.models.gaussian_vae import GaussianVAE
 from dgm_modules.networks.gan_nets import make_discriminator, make_generator
+from dgm_modules.registry import MODELS
 
 Arch = Literal["mlp", "dcgan"]
 
@@ -30,6 +32,7 @@ def _check(latent_dim: int, hidden: Sequence[int], channels: int, dropout: float
         raise ValueError(f"model.channels must be >= 1, got {channels}")
 
 
+@MODELS.register("gan")
 class GAN(nn.Module):
     """``x = G(z)``, ``z ~ N(0, I)``, with a discriminator ``D(x)`` returning a logit.
 
@@ -42,7 +45,7 @@ class GAN(nn.Module):
         discriminator_dropout: dropout after each hidden layer of the MLP discriminator.
     """
 
-    latent_kind: ClassVar[str] = "implicit"
+    latent_kind: ClassVar[LatentKind] = LatentKind.IMPLICIT
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 64, hidden: Sequence[int] = (256, 256),
                  arch: Arch = "mlp", channels: int = 64, discriminator_dropout: float = 0.0) -> None:
@@ -71,6 +74,7 @@ class GAN(nn.Module):
         return x
 
 
+@MODELS.register("vae-gan")
 class VAEGAN(GaussianVAE):
     """The Gaussian VAE plus a discriminator whose ``features`` layer measures reconstructions.
 

@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal
 
-from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.base import LatentKind, Latents, LatentVariableModel
 from dgm_modules.models.likelihoods import bernoulli_log_likelihood
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
 def _gaussian(net: nn.Module, h: Tensor) -> Independent:
@@ -19,6 +20,7 @@ def _gaussian(net: nn.Module, h: Tensor) -> Independent:
     return Independent(Normal(mu, log_std.exp(), validate_args=False), 1)
 
 
+@MODELS.register("hierarchical-vae")
 class HierarchicalGaussianVAE(LatentVariableModel):
     """Gaussian stochastic layers ``x <- h_1 <- ... <- h_L`` with a mirrored bottom-up ``q``.
 
@@ -45,7 +47,7 @@ class HierarchicalGaussianVAE(LatentVariableModel):
             (``l > 1``), which has no closed form.
     """
 
-    latent_kind = "continuous-reparam"
+    latent_kind = LatentKind.CONTINUOUS
 
     def __init__(self, input_shape: tuple[int, ...], latent_dims: Sequence[int] = (100, 50),
                  hidden: Sequence[Sequence[int]] = ((200, 200), (100, 100)), activation: str = "tanh",

@@ -12,17 +12,19 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.base import ExplicitLatentModel, LatentKind, Latents
+from dgm_modules.registry import MODELS
 
 
-class LinearGaussian(LatentVariableModel):
+@MODELS.register("linear-gaussian")
+class LinearGaussian(ExplicitLatentModel):
     """Args:
     input_shape: shape of one example (flattened to ``D``).
     latent_dim: ``d``.
     obs_std: ``sigma``, the fixed observation noise.
     """
 
-    latent_kind = "continuous-reparam"
+    latent_kind = LatentKind.CONTINUOUS
 
     def __init__(self, input_shape: tuple[int, ...], latent_dim: int = 2, obs_std: float = 1.0) -> None:
         super().__init__(input_shape)
@@ -43,18 +45,8 @@ class LinearGaussian(LatentVariableModel):
         zero = torch.zeros(self.latent_dim, device=self.generative.weight.device)
         return Independent(Normal(zero, zero + 1.0), 1)
 
-    def sample_q(self, x: Tensor, k: int = 1, reparam: bool = True) -> tuple[Latents, Tensor]:
-        q = self.q(x)
-        z = q.rsample((k,)) if reparam else q.sample((k,))
-        return (z,), q.log_prob(z)
-
-    def log_q(self, x: Tensor, z: Latents) -> Tensor:
-        return self.q(x).log_prob(z[0])
-
-    def log_joint(self, x: Tensor, z: Latents) -> Tensor:
-        (z0,) = z
-        lik = Independent(Normal(self.generative(z0), self.obs_std), 1)
-        return self.prior().log_prob(z0) + lik.log_prob(x.flatten(1))
+    def likelihood(self, z: Tensor) -> Independent:
+        return Independent(Normal(self.generative(z), self.obs_std), 1)
 
     def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
         z = self.prior().sample((n,))

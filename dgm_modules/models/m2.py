@@ -9,10 +9,12 @@ from torch import Tensor
 from torch import nn
 from torch.distributions import Bernoulli, Independent, Normal, OneHotCategorical, kl_divergence
 
-from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.base import LatentKind, Latents, LatentVariableModel
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 
+@MODELS.register("m2")
 class M2(LatentVariableModel):
     """``p(y) p(z) p(x | y, z)`` with a class ``y`` and a Gaussian style ``z``; ``q(y | x) q(z | x, y)``.
 
@@ -33,7 +35,7 @@ class M2(LatentVariableModel):
         activation: nonlinearity (the paper: softplus).
     """
 
-    latent_kind = "class+continuous"
+    latent_kind = LatentKind.CLASS_CONTINUOUS
 
     def __init__(self, input_shape: tuple[int, ...], classes: int = 10, latent_dim: int = 50,
                  hidden: Sequence[int] = (500,), activation: str = "softplus") -> None:

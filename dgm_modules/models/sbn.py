@@ -8,15 +8,17 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli
 
-from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.base import LatentKind, Latents, LatentVariableModel
 from dgm_modules.models.likelihoods import bernoulli_log_likelihood
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.networks.sbn_layers import DiscreteFamily, DiscreteLayer, PriorLayer
+from dgm_modules.registry import MODELS
 
 Relaxation = Literal["none", "concrete", "straight-through", "straight-through-mean"]
 RELAXATIONS = ("none", "concrete", "straight-through", "straight-through-mean")
 
 
+@MODELS.register("sbn")
 class SigmoidBeliefNet(LatentVariableModel):
     """A deep belief net of discrete stochastic layers ``x <- z_1 <- ... <- z_L`` and ``q(z | x)``.
 
@@ -91,8 +93,8 @@ class SigmoidBeliefNet(LatentVariableModel):
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
 
     @property
-    def latent_kind(self) -> str:  # type: ignore[override]
-        return self.latent if self.relaxation == "none" else "relaxed"
+    def latent_kind(self) -> LatentKind:  # type: ignore[override]
+        return LatentKind(self.latent) if self.relaxation == "none" else LatentKind.RELAXED
 
     @property
     def temperature(self) -> float:

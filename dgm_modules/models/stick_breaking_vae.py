@@ -9,18 +9,20 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Beta, Independent
 from torch.nn import functional as F
 
-from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.base import ExplicitLatentModel, LatentKind
 from dgm_modules.models.kl_kumaraswamy_beta import kl_kumaraswamy_beta
 from dgm_modules.models.kumaraswamy import StableKumaraswamy
 from dgm_modules.models.stick_breaking import check_nonparametric_options, truncated_weights
 from dgm_modules.networks.mlp import MLP
+from dgm_modules.registry import MODELS
 
 #: samples are kept in [EPS, 1 - EPS]: float32 draws can round to exactly 0 or 1, where the densities are
 #: infinite; the probability q puts outside is negligible unless its concentrations are extreme
 EPS = 1e-6
 
 
-class StickBreakingVAE(LatentVariableModel):
+@MODELS.register("stick-breaking-vae")
+class StickBreakingVAE(ExplicitLatentModel):
     """Latent stick-breaking weights with a Kumaraswamy posterior and a GEM(alpha0) prior.
 
     The latents are ``T - 1`` stick fractions ``v_k``: prior ``Beta(1, alpha0)`` (the Dirichlet
@@ -44,7 +46,7 @@ class StickBreakingVAE(LatentVariableModel):
             so that the analytic ELBO is then no bound (see ``kl_kumaraswamy_beta``).
     """
 
-    latent_kind = "continuous-reparam"
+    latent_kind = LatentKind.CONTINUOUS
 
     def __init__(self, input_shape: tuple[int, ...], truncation: int = 50, alpha0: float = 5.0,
                  hidden: Sequence[int] = (200, 200), activation: str = "tanh", kl_terms: int | None = None) -> None:
@@ -72,21 +74,8 @@ class StickBreakingVAE(LatentVariableModel):
     def likelihood(self, v: Tensor) -> Independent:
         return Independent(Bernoulli(logits=self.generative(truncated_weights(v)), validate_args=False), 1)
 
-    def sample_q(self, x: Tensor, k: int = 1, reparam: bool = True) -> tuple[Latents, Tensor]:
-        q = self.q(x)
-        v = (q.rsample((k,)) if reparam else q.sample((k,))).clamp(EPS, 1 - EPS)
-        return (v,), q.log_prob(v)
-
-    def log_q(self, x: Tensor, z: Latents) -> Tensor:
-        return self.q(x).log_prob(z[0].clamp(EPS, 1 - EPS))
-
-    def log_joint(self, x: Tensor, z: Latents) -> Tensor:
-        (v,) = z
-        return self.prior().log_prob(v) + self.likelihood(v).log_prob(x.flatten(1))
-
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
-        v = self.prior().sample((n,)).clamp(EPS, 1 - EPS)
-        return self.likelihood(v).sample().view(n, *self.input_shape), (v,)
+    def clamp_latent(self, v: Tensor) -> Tensor:
+        return v.clamp(EPS, 1 - EPS)  # Kumaraswamy and Beta densities are infinite at 0 and 1
 
     def kl(self, q: Independent) -> Tensor:
         """``KL(q(v | x) || p(v))`` summed over the sticks: ``[B]``."""

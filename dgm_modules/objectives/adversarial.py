@@ -14,7 +14,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
+from dgm_modules.models.capabilities import LatentKind
 from dgm_modules.objectives.base import IncompatibleObjectiveError, Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 
 def log_d(logits: Tensor, real: bool) -> Tensor:
@@ -44,6 +46,7 @@ class AdversarialObjective(Objective):
         raise NotImplementedError
 
 
+@OBJECTIVES.register("gan")
 class GANLoss(AdversarialObjective):
     """``max_D E log D(x) + E log(1 - D(G(z)))``; the generator minimises ``-E log D(G(z))``.
 
@@ -51,7 +54,7 @@ class GANLoss(AdversarialObjective):
     early in training, where ``log(1 - D(G(z)))`` saturates. ``bound`` holds the per-example loss.
     """
 
-    supported_latents = frozenset({"implicit"})
+    supported_latents = frozenset({LatentKind.IMPLICIT})
     players = ("discriminator", "generator")
     player_modules = {"discriminator": "discriminator", "generator": "generator"}
 
@@ -66,6 +69,7 @@ class GANLoss(AdversarialObjective):
         return ObjectiveOutput(loss=loss, bound=per_example.detach(), terms={f"{player}_loss": loss.detach()})
 
 
+@OBJECTIVES.register("vae-gan")
 class VAEGANLoss(AdversarialObjective):
     """Larsen et al. (2016), Algorithm 1, with per-example sums:
 
@@ -79,7 +83,7 @@ class VAEGANLoss(AdversarialObjective):
         gamma: weight of content (feature reconstruction) against style (GAN) in the decoder's loss.
     """
 
-    supported_latents = frozenset({"continuous-reparam"})
+    supported_latents = frozenset({LatentKind.CONTINUOUS})
     players = ("encoder", "decoder", "discriminator")
     player_modules = {"encoder": "inference", "decoder": "generative", "discriminator": "discriminator"}
 

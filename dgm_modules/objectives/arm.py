@@ -5,18 +5,21 @@ import torch
 from torch import Tensor
 from torch.distributions import Bernoulli
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
+from dgm_modules.models.capabilities import LayeredDiscrete
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.registry import OBJECTIVES
 
 
 def check_layered_bernoulli(model: LatentVariableModel, option: str) -> None:
     """Refuse a model without per-layer access to q's logits (``n_layers``, ``q_logits``)."""
-    if not (hasattr(model, "q_logits") and hasattr(model, "n_layers")):
+    if not isinstance(model, LayeredDiscrete):
         raise ValueError(f"{option}: {type(model).__name__} does not expose q's per-layer logits "
                          "(n_layers, q_logits(x, z, layer)), which the antithetic estimators need")
 
 
+@OBJECTIVES.register("arm")
 class ARM(Objective):
     """The ELBO; phi's gradient by antithetic pairs of Bernoulli draws, one layer at a time.
 
@@ -36,7 +39,7 @@ class ARM(Objective):
         k: independent antithetic pairs per example, averaged.
     """
 
-    supported_latents = frozenset({"bernoulli"})
+    supported_latents = frozenset({LatentKind.BERNOULLI})
 
     def __init__(self, k: int = 1) -> None:
         super().__init__()

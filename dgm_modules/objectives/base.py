@@ -7,6 +7,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.registry import OBJECTIVES
 
 
 @dataclass
@@ -52,8 +53,6 @@ class Objective(nn.Module):
         """Refuse a model this objective cannot train, naming the objectives that can."""
         if model.latent_kind in self.supported_latents:
             return
-        from dgm_modules.components import OBJECTIVES  # the registry imports this module
-
         compatible = [n for n, cls in OBJECTIVES.items()
                       if model.latent_kind in getattr(cls, "supported_latents", ())]
         raise IncompatibleObjectiveError(

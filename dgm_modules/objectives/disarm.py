@@ -5,8 +5,10 @@ from torch import Tensor
 
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.arm import ARM
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("disarm")
 class DisARM(ARM):
     """ARM's antithetic pairs, layer by layer, with ARM's per-pair estimate replaced by its
     expectation over the uniform given the pair

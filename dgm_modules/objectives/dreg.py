@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.stop_gradient import check_scores_latents, log_joint_path, log_q_path
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("dreg")
 class DReG(Objective):
     """``L_k`` trained with the DReG estimator for the inference network.
 
@@ -29,7 +31,7 @@ class DReG(Objective):
         alpha: the phi estimator, in [0, 1]: 0 IWAE-DReG, 1 RWS-DReG.
     """
 
-    supported_latents = frozenset({"continuous-reparam"})
+    supported_latents = frozenset({LatentKind.CONTINUOUS})
 
     def __init__(self, k: int = 5, alpha: float = 0.0) -> None:
         super().__init__()

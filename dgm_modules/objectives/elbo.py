@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import check_sleep_capable, sleep_phi_loss
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("elbo")
 class ELBO(Objective):
     """``E_q[log p(x, z) - log q(z | x)]``, ``k`` reparameterised samples per example (default 1).
 
@@ -27,7 +29,7 @@ class ELBO(Objective):
         k: samples per example averaged in the estimate (>= 1).
     """
 
-    supported_latents = frozenset({"continuous-reparam", "relaxed"})
+    supported_latents = frozenset({LatentKind.CONTINUOUS, LatentKind.RELAXED})
 
     def __init__(self, analytic_kl: bool = True, sleep_weight: float = 0.0, k: int = 1) -> None:
         super().__init__()

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("iwae")
 class IWAEBound(Objective):
     """``L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i | x)]`` with reparameterised gradients.
 
@@ -18,7 +20,7 @@ class IWAEBound(Objective):
         k: number of importance samples per example (>= 1).
     """
 
-    supported_latents = frozenset({"continuous-reparam", "relaxed"})
+    supported_latents = frozenset({LatentKind.CONTINUOUS, LatentKind.RELAXED})
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()

@@ -15,12 +15,15 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal, kl_divergence
 
-from dgm_modules.evaluation.classifier import LAYERS
-from dgm_modules.evaluation.feature_nets import classifier_features
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
+from dgm_modules.models.capabilities import ExplicitLatent
+from dgm_modules.networks.classifier import LAYERS
+from dgm_modules.networks.feature_nets import classifier_features
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("perceptual")
 class PerceptualELBO(Objective):
     """``E_q[sum_l log N(phi_l(x); phi_l(x_hat(z)), s^2) + w log p(x|z)] - KL(q || p)``.
 
@@ -32,7 +35,7 @@ class PerceptualELBO(Objective):
         pixel_weight: ``w``, weight of the pixel log-likelihood term (0 = features only).
     """
 
-    supported_latents = frozenset({"continuous-reparam"})
+    supported_latents = frozenset({LatentKind.CONTINUOUS})
 
     def __init__(self, feature_net: str = "auto", layers: Sequence[str] = ("conv1", "conv2", "fc"),
                  feature_scale: float = 1.0, pixel_weight: float = 0.0) -> None:
@@ -59,10 +62,10 @@ class PerceptualELBO(Objective):
 
     def check_model(self, model: LatentVariableModel) -> None:
         super().check_model(model)
-        for method in ("q", "prior", "likelihood"):
-            if not callable(getattr(model, method, None)):
-                raise ValueError(f"objective 'perceptual' needs a model with q(x), prior() and likelihood(z) "
-                                 f"(e.g. gaussian-vae); {type(model).__name__} has no {method}()")
+        if not isinstance(model, ExplicitLatent):
+            missing = next(m for m in ("q", "prior", "likelihood") if not hasattr(model, m))
+            raise ValueError(f"objective 'perceptual' needs a model with q(x), prior() and likelihood(z) "
+                             f"(e.g. gaussian-vae); {type(model).__name__} has no {missing}()")
 
     def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:
         if self._net is None:

@@ -7,15 +7,17 @@ import math
 import torch
 from torch import Tensor, nn
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.objectives.arm import check_layered_bernoulli
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.stop_gradient import log_joint_path, log_q_path
+from dgm_modules.registry import OBJECTIVES
 
 EPS = 1e-6  # uniforms are kept in [EPS, 1 - EPS] so that their logits stay finite
 
 
+@OBJECTIVES.register("relax")
 class RELAX(Objective):
     """The ELBO of a one-layer SBN; phi's gradient by RELAX with a learned control variate ``c``.
 
@@ -49,7 +51,7 @@ class RELAX(Objective):
         eta: initial ``eta``.
     """
 
-    supported_latents = frozenset({"bernoulli"})
+    supported_latents = frozenset({LatentKind.BERNOULLI})
 
     def __init__(self, k: int = 1, rebar: bool = True, hidden: int = 100, temperature: float = 0.5,
                  eta: float = 1.0) -> None:

@@ -8,8 +8,10 @@ from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS, check_sleep_capable, sleep_phi_loss
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("rws")
 class ReweightedWakeSleep(Objective):
     """Importance-weighted wake and sleep updates with ``k`` samples from ``q(z | x)``.
 

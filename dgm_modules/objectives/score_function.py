@@ -11,8 +11,10 @@ from dgm_modules.networks.mlp import MLP
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("score-function")
 class ScoreFunction(Objective):
     """The ELBO with the likelihood-ratio gradient in phi: no gradient flows through the samples.
 

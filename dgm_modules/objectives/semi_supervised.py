@@ -6,10 +6,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("semi-supervised-elbo")
 class SemiSupervisedELBO(Objective):
     """Labelled examples: ``ELBO(x, y)``; unlabelled: ``y`` summed out exactly; plus classification.
 
@@ -33,7 +35,7 @@ class SemiSupervisedELBO(Objective):
             from the run's training labels when the method binds the data.
     """
 
-    supported_latents = frozenset({"class+continuous"})
+    supported_latents = frozenset({LatentKind.CLASS_CONTINUOUS})
 
     def __init__(self, alpha: float = 0.1, labelled_fraction: float | None = None) -> None:
         super().__init__()

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.stop_gradient import check_scores_latents, log_q_path
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("stl")
 class STL(Objective):
     """The reparameterised ELBO gradient without the score term of q.
 
@@ -23,7 +25,7 @@ class STL(Objective):
         k: reparameterised samples per example, averaged (the ELBO, not ``L_k``).
     """
 
-    supported_latents = frozenset({"continuous-reparam"})
+    supported_latents = frozenset({LatentKind.CONTINUOUS})
 
     def __init__(self, k: int = 1) -> None:
         super().__init__()

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from dgm_modules.models.base import Latents, LatentVariableModel
+from dgm_modules.models.capabilities import ScoresLatents
 
 
 class _BoundMethod(nn.Module):
@@ -47,6 +48,6 @@ def log_joint_path(model: LatentVariableModel, x: Tensor, z: Latents) -> Tensor:
 
 def check_scores_latents(model: LatentVariableModel, option: str) -> None:
     """Refuse, before training, a model that cannot score given latents under q (``log_q``)."""
-    if type(model).log_q is LatentVariableModel.log_q:
+    if not isinstance(model, ScoresLatents):
         raise ValueError(f"{option}: {type(model).__name__} does not implement log_q(x, z), "
                          "which the path-derivative estimators need")

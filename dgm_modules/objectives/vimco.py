@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
+from dgm_modules.registry import OBJECTIVES
 
 
+@OBJECTIVES.register("vimco")
 class VIMCO(Objective):
     """Unbiased gradients of ``L_k`` without reparameterisation, with leave-one-out baselines.
 
@@ -22,7 +24,7 @@ class VIMCO(Objective):
         k: samples per example (>= 2, the leave-one-out baseline needs another sample).
     """
 
-    supported_latents = frozenset({"bernoulli", "categorical", "continuous-reparam"})
+    supported_latents = frozenset({LatentKind.BERNOULLI, LatentKind.CATEGORICAL, LatentKind.CONTINUOUS})
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()

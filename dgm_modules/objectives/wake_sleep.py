@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.models.base import LatentKind, LatentVariableModel
+from dgm_modules.models.capabilities import ScoresLatents
 from dgm_modules.objectives import functional as F
 from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES
 
 #: latent kinds the sampling-based objectives train: no gradient flows through the samples
-DISCRETE_OR_CONTINUOUS = frozenset({"bernoulli", "categorical", "continuous-reparam"})
+DISCRETE_OR_CONTINUOUS = frozenset({LatentKind.BERNOULLI, LatentKind.CATEGORICAL, LatentKind.CONTINUOUS})
 
 
 def sleep_phi_loss(model: LatentVariableModel, n: int) -> Tensor:
@@ -25,11 +27,12 @@ def sleep_phi_loss(model: LatentVariableModel, n: int) -> Tensor:
 
 def check_sleep_capable(model: LatentVariableModel, option: str) -> None:
     """Refuse, before training, a model that cannot score dreams under q."""
-    if type(model).log_q is LatentVariableModel.log_q:
+    if not isinstance(model, ScoresLatents):
         raise ValueError(f"{option}: {type(model).__name__} does not implement log_q(x, z), "
                          "which the sleep phase needs")
 
 
+@OBJECTIVES.register("wake-sleep")
 class WakeSleep(Objective):
     """Wake phase: theta ascends ``log p(x, z)`` at ``z ~ q(z | x)``; sleep phase: phi ascends
     ``log q(z | x)`` at dreamed ``(x, z) ~ p(x, z)``.

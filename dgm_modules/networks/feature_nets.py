@@ -2,7 +2,7 @@
 
 Grey-level datasets (28x28, 8x8) use the suite's own classifier (``classifier.py``). The ones
 for ``digits``, ``mnist`` and ``fashion-mnist`` ship with the package, in
-``dgm_modules/evaluation/weights/NAME/`` as ``classifier.pt`` (a float16 state dict) plus
+``dgm_modules/networks/weights/NAME/`` as ``classifier.pt`` (a float16 state dict) plus
 ``classifier.json`` (architecture, accuracies, how it was trained); their sha256 is fixed in
 :data:`PUBLISHED_SHA256`, so every installation scores FID with the same network, bit for bit.
 Another folder can replace them: ``$DGM_BENCH_FEATURE_NETS/NAME/`` (then only that folder is
@@ -25,7 +25,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from dgm_modules.evaluation.classifier import ClassifierNet, accuracy, default_arch, train_classifier
+from datamodules import DATAMODULES
+from dgm_modules.networks.classifier import ClassifierNet, accuracy, default_arch, train_classifier
 
 CACHE_ENV = "DGM_BENCH_CACHE"
 WEIGHTS_ENV = "DGM_BENCH_FEATURE_NETS"
@@ -155,7 +156,7 @@ def load_classifier(dataset: str, root: str | Path | None = None) -> tuple[Class
     if actual != expected or meta.get("sha256") != expected:
         raise FeatureNetChecksumError(
             f"{weights}: sha256 {actual} does not match {expected} ("
-            + ("the published checksum in dgm_modules/evaluation/feature_nets.py; reinstall dgm-bench"
+            + ("the published checksum in dgm_modules/networks/feature_nets.py; reinstall dgm-bench"
                if is_shipped(folder, dataset) else
                f"recorded in {meta_path}; the file is corrupt or was replaced: delete the folder and make it "
                f"again with `dgm-bench evaluator train --data {dataset}`") + ")")
@@ -191,8 +192,6 @@ def _train_and_save(datamodule: Any, epochs: int, root: str | Path | None, seed:
 
 def grey_datamodule(name: str, data_dir: Any = None) -> Any:
     """``name``'s DataModule at its default split, grey levels (the evaluator's training data)."""
-    from datamodules import DATAMODULES  # the data package imports this package's registry
-
     return DATAMODULES.get(name, "data")(data_dir=data_dir, binarization="none")
 
 

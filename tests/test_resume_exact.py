@@ -1,0 +1,96 @@
+"""A cell stopped mid-epoch by a signal and resumed ends exactly where an uninterrupted run ends."""
+import csv
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from benchmarks import signals
+from benchmarks.config import resolve_config
+from benchmarks.run import run_cell
+
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
+
+
+class SignalAtStep(Callback):
+    """What SIGTERM from ``kill`` or Slurm does, at a chosen step: the handler records the signal."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            signals._handler(signal.SIGTERM, None)
+
+
+def config(seed: int = 0) -> dict:
+    # digits: 1297 training images, batch 100 -> 13 batches an epoch; dynamic binarisation
+    return resolve_config("vae", "digits", seed, {
+        "model": {"init_args": {"latent_dim": 2, "hidden": [32]}},
+        "module": {"init_args": {"eval_k": [1, 5], "val_k": [1]}},
+        "data": {"init_args": {"batch_size": 100}},
+        "trainer": {"max_epochs": 3, "accelerator": "cpu"}})
+
+
+def history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "logs" / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("stop_step", [17, 25])  # mid-epoch 1; the last batch of epoch 1 (13 batches an epoch)
+def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp_path, stop_step):
+    signals.install()
+    whole = run_cell(config(), tmp_path / "whole", enable_progress_bar=False)
+    assert whole["status"] == "completed", whole.get("error")
+    assert whole["steps"] == 39
+
+    out = tmp_path / "stopped"
+    stopped = run_cell(config(), out, callbacks=[SignalAtStep(stop_step)], enable_progress_bar=False)
+    assert stopped["status"] == "interrupted" and stopped["steps"] == stop_step + 1
+    # mid-epoch: saved where it stopped; after an epoch's last batch: that epoch's start (resume.save_on_stop)
+    ckpt = torch.load(out / stopped["run_id"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == (stop_step + 1 if stop_step == 17 else 13)
+    signals.install()  # a new process would start without the stop request
+    resumed = run_cell(config(), out, enable_progress_bar=False)
+    assert resumed["status"] == "completed", resumed.get("error")
+    assert resumed["resumed_from"].endswith("last.ckpt") and resumed["steps"] == 39
+    assert resumed["resumed_at_step"] == ckpt["global_step"]
+
+    assert resumed["metrics"].keys() == whole["metrics"].keys()
+    assert any(k.startswith("val/") for k in resumed["metrics"])  # val metrics are kept
+    for name, value in whole["metrics"].items():
+        assert resumed["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+    rows_whole, rows_resumed = history(tmp_path / "whole" / whole["run_id"]), history(out / resumed["run_id"])
+    assert len(rows_resumed) == len(rows_whole)  # no row lost, none repeated
+    for a, b in zip(rows_whole, rows_resumed):
+        assert a.keys() == b.keys()
+        for key in a:
+            if a[key] == "" or b[key] == "":
+                assert a[key] == b[key], key
+            else:
+                assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-6, abs=1e-9), key
+
+
+@pytest.mark.slow
+def test_under_ddp_a_signal_on_one_rank_stops_both_and_the_resume_is_exact(tmp_path):
+    """Slurm signals every task, but each sees it at its own batch: without agreeing, one rank would
+    save (a collective) while the other trains on, and the job would hang."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "tests" / "ddp_stop_resume.py"), str(tmp_path)],
+                          env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RUNS ")]
+    assert lines, proc.stderr[-3000:]
+    runs = json.loads(lines[-1][5:])
+    assert runs["stopped"]["status"] == "interrupted" and runs["stopped"]["steps"] == 6
+    assert runs["resumed"]["status"] == "completed" and runs["resumed"]["resumed_at_step"] == 6
+    assert runs["resumed"]["steps"] == runs["whole"]["steps"] == 26
+    for name, value in runs["whole"]["metrics"].items():
+        assert runs["resumed"]["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
