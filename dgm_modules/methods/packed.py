@@ -185,13 +185,17 @@ class PackedMethod(L.LightningModule):
 
     def validation_step(self, batch: Sequence[Batch], batch_idx: int) -> None:
         for replica, b in zip(self.replicas, batch):
-            replica.val_eval.update(replica.model, b.x, b.index)
+            for evaluator in replica.evaluators("val"):
+                evaluator.update(replica.model, b)
 
     def on_validation_epoch_end(self) -> None:
+        data = getattr(getattr(self.trainer, "datamodule", None), "datamodules", [None] * self.n)
         for i, replica in enumerate(self.replicas):
-            for name, value in replica.val_eval.compute().items():
-                self.log(f"r{i}/val/{name}", value, sync_dist=False)
-            replica.val_eval.reset()
+            for evaluator in replica.evaluators("val"):
+                evaluator.bind_data(data[i])
+                for name, value in evaluator.compute().items():
+                    self.log(f"r{i}/val/{name}", value, sync_dist=False)
+                evaluator.reset()
 
     def configure_optimizers(self):
         optimizer = self._optimizer(list(self.stacked.values()))
