@@ -48,6 +48,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from benchmarks.launchers import make_launcher
     from benchmarks.leaderboard import write_leaderboard
     from benchmarks.matrix import load_spec, run_matrix
+    from benchmarks.packing import parse_pack
     from benchmarks.slurm import merge_slurm_options, parse_slurm_options
     from benchmarks.validate import check_cells, check_out_dir
 
@@ -65,7 +66,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                              slurm=merge_slurm_options(spec.get("slurm"), parse_slurm_options(args.slurm_option)))
     print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
-    records = run_matrix(cells, out, launcher)
+    records = run_matrix(cells, out, launcher, pack=parse_pack(args.pack))
     if args.no_wait and not signals.requested():
         return 0  # submitted; the launcher said how to collect the results
     if signals.requested():
@@ -150,6 +151,8 @@ def add_matrix_parser(sub: argparse._SubParsersAction) -> None:
     matrix.add_argument("--out", help="output folder (default: runs/<spec name>)")
     matrix.add_argument("--launcher", choices=["local", "slurm"], default="local")
     matrix.add_argument("--jobs", type=int, default=1, help="local launcher: cells run at once (default 1)")
+    matrix.add_argument("--pack", default="off", help="auto|N|off: train cells that differ only in their seed side "
+                        "by side in one process (at most N a group); default off")
     add_wandb_argument(matrix, "grouped by matrix")
     slurm = matrix.add_argument_group("slurm launcher (submitit)")
     slurm.add_argument("--partition")

@@ -184,8 +184,12 @@ def already_done(cell: Cell, out: Path) -> dict | None:
 
 
 def run_matrix(cells: list[Cell], out: str | Path, launcher: Callable[[list[Cell], Path, Progress], None] | None = None,
-               echo: Callable[[str], None] = print) -> list[dict]:
-    """Run every cell not yet done (completed or diverged); return all records."""
+               echo: Callable[[str], None] = print, pack: int | None = None) -> list[dict]:
+    """Run every cell not yet done (completed or diverged); return all records.
+
+    ``pack`` (see :func:`benchmarks.packing.parse_pack`): None trains every cell alone; 0 or N
+    trains cells that differ only in their seed side by side (at most N a group), the rest alone.
+    """
     out = Path(out)
     progress = Progress(len(cells), echo)
     todo = []
@@ -199,6 +203,10 @@ def run_matrix(cells: list[Cell], out: str | Path, launcher: Callable[[list[Cell
         from benchmarks.evaluator import prepare_feature_nets
 
         prepare_feature_nets([c.config for c in todo], echo)
+    if pack is not None and todo:
+        from benchmarks.packing import run_packed
+
+        todo = run_packed(todo, out, pack, progress, echo)
     if launcher is None:
         from benchmarks.launchers import LocalLauncher
 

@@ -391,6 +391,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out) / repro.name
     command = shlex.join(["dgm-bench", "reproduce", args.name, "--budget", args.budget, "--out", args.out,
                           *(["--jobs", str(args.jobs)] if args.jobs != 1 else []),
+                          *(["--pack", args.pack] if args.pack != "off" else []),
                           *[a for item in args.config or [] for a in ("--config", item)],
                           *[a for item in args.set or [] for a in ("--set", item)],
                           *[a for item in args.only or [] for a in ("--only", item)]])
@@ -405,7 +406,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
         records = [read_record(out / "runs" / run_id(c.config)) for c in repro.cells]
     else:
-        records = run_matrix(repro.cells, out / "runs", launcher)
+        from benchmarks.packing import parse_pack
+
+        records = run_matrix(repro.cells, out / "runs", launcher, pack=parse_pack(args.pack))
     gradvar = measure_gradvar(repro, records, out, args.gradvar_device) if repro.gradvar else None
     figure = make_figure(repro, records, out) if repro.figure else None
     rows = compare(repro, records, gradvar)
@@ -434,6 +437,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default="cpu", help=f"one of {', '.join(BUDGETS)} (default cpu)")
     p.add_argument("--out", default="runs/reproductions", help="output folder (default runs/reproductions)")
     p.add_argument("--jobs", type=int, default=1, help="cells run at once (default 1)")
+    p.add_argument("--pack", default="off", help="auto|N|off: cells that differ only in their seed train side by "
+                   "side in one process (default off)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override an option of every cell (e.g. trainer.accelerator=gpu); the table's command says so")
     p.add_argument("--config", action="append", metavar="FILE",
