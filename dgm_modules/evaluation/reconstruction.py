@@ -51,8 +51,6 @@ def recon_accuracy(model: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor
 def recon_accuracy_of_run(model: nn.Module, datamodule: Any) -> dict[str, float]:
     """``{"recon_accuracy": ...}`` on the test split, or ``{}`` where the data has no labels or
     classifier, or the model cannot reconstruct."""
-    from dgm_modules.networks.feature_nets import feature_net_for
-
     x, y = getattr(datamodule, "test_x", None), getattr(datamodule, "test_y", None)
     dims = getattr(datamodule, "dims", ())
     if x is None or y is None or len(dims) != 3 or dims[0] == 3 or not can_reconstruct(model, x):
