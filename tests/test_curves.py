@@ -1,5 +1,6 @@
 """Convergence curves and early stopping: they observe training without changing it."""
 import csv
+import json
 import math
 
 import pytest
@@ -84,3 +85,6 @@ def test_reproduce_draws_the_convergence_figure_and_reports_without_retraining(s
     assert (run_dir / "record.json").stat().st_mtime_ns == mtime
     strip = lambda t: [line for line in t.splitlines() if not line.startswith(("Command:", "Wall time:"))]
     assert strip((out / "table.md").read_text()) == strip(table)
+    # the report's wall time is the cells' own (from their records), not the report's second
+    cell_s = json.loads((run_dir / "record.json").read_text())["wall_time_s"]
+    assert f"Wall time: the cells' own, longest {cell_s:.0f} s" in (out / "table.md").read_text()
