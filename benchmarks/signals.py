@@ -105,9 +105,9 @@ class StopCallback(Callback):
             if trainer.strategy.reduce_boolean_decision(STATE.signum is not None, all=False) and STATE.signum is None:
                 STATE.signum = signal.SIGTERM
         if STATE.signum is not None and self.ckpt_dir is not None:
-            from benchmarks.resume import save_on_stop
+            from benchmarks.resume import save_resume_point
 
-            save_on_stop(trainer, self.ckpt_dir)
+            save_resume_point(trainer, self.ckpt_dir)
         check()
 
     def on_validation_batch_end(self, *args: Any) -> None:
