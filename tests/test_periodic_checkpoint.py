@@ -43,12 +43,15 @@ def test_a_killed_run_resumes_from_its_last_periodic_checkpoint_and_ends_as_an_u
     assert not (run_dir / "record.json").exists()  # no signal handler ran: nothing was written at the end
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 20  # mid-epoch (epoch ends are at 13, 26, 39), not the epoch-end one at 13
+    stale = run_dir / "checkpoints" / ".last.ckpt.4242.tmp"
+    stale.write_bytes(b"cut")  # what a process killed inside AtomicCheckpointIO's write leaves behind
 
     resumed = child(["-m", "benchmarks.cli", "run", *OPTIONS, "--out", str(out)])  # dgm-bench run, the same command
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     record = json.loads((run_dir / "record.json").read_text())
     assert record["status"] == "completed" and record["steps"] == 39
     assert record["resumed_at_step"] == 20  # steps 1-20 were not redone
+    assert not stale.exists() and "resume_note" not in record  # removed, not taken for a torn checkpoint
 
     whole = run_cell(config, tmp_path / "whole", enable_progress_bar=False)
     assert whole["status"] == "completed" and whole["run_id"] == record["run_id"]
