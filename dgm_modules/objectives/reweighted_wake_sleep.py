@@ -6,7 +6,7 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import DISCRETE, GradvarDefault, Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS, check_sleep_capable, sleep_phi_loss
 from dgm_modules.registry import OBJECTIVES
 
@@ -33,6 +33,7 @@ class ReweightedWakeSleep(Objective):
     """
 
     supported_latents = DISCRETE_OR_CONTINUOUS
+    gradvar_defaults = (GradvarDefault("sbn", 6, "rws-k5", {"k": 5}, DISCRETE),)
 
     def __init__(self, k: int = 5, insomnia: float = 1.0, sleep_samples: int = 0) -> None:
         super().__init__()

@@ -5,7 +5,7 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import DISCRETE, GradvarDefault, Objective, ObjectiveOutput, check_samples
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
 from dgm_modules.registry import OBJECTIVES
 
@@ -25,6 +25,7 @@ class VIMCO(Objective):
     """
 
     supported_latents = frozenset({LatentKind.BERNOULLI, LatentKind.CATEGORICAL, LatentKind.CONTINUOUS})
+    gradvar_defaults = (GradvarDefault("sbn", 2, "vimco-k5", {"k": 5}, DISCRETE),)
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()
