@@ -28,13 +28,6 @@ class ObjectiveOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
-def check_samples(k: int, minimum: int = 1, why: str = "") -> int:
-    """``k``, the objective's number of samples per example, once checked (the one message for all)."""
-    if k < minimum:
-        raise ValueError(f"objective.k must be >= {minimum}{why}, got {k}")
-    return k
-
-
 @dataclass(frozen=True)
 class GradvarDefault:
     """This objective's place in a default gradient-variance comparison (``gradvar.estimators: [vae]``).

@@ -5,9 +5,9 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import GradvarDefault, Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import GradvarDefault, Objective, ObjectiveOutput
 from dgm_modules.objectives.wake_sleep import check_sleep_capable, sleep_phi_loss
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("elbo")
@@ -43,7 +43,7 @@ class ELBO(Objective):
         super().__init__()
         if sleep_weight < 0:
             raise ValueError(f"objective.sleep_weight must be >= 0, got {sleep_weight}")
-        check_samples(k)
+        check_k(k, "objective.k")
         self.analytic_kl, self.sleep_weight, self.k = analytic_kl, sleep_weight, k
 
     def check_model(self, model: LatentVariableModel) -> None:

@@ -5,8 +5,8 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import GradvarDefault, Objective, ObjectiveOutput, check_samples
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.objectives.base import GradvarDefault, Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("iwae")
@@ -25,7 +25,7 @@ class IWAEBound(Objective):
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         self.k = k
 
     def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:
