@@ -53,7 +53,7 @@ KEYS = {"name", "title", "notes", "matrix", "budgets", "published", "gradvar", "
 ENTRY_KEYS = {"label", "match", "metric", "value", "source", "protocol", "note", "scale", "trend", "missing"}
 MATCH_KEYS = ("method", "dataset", "setting")
 #: protocol fields a published number and our cell must share
-PROTOCOL_KEYS = ("dataset", "binarization", "k")
+PROTOCOL_KEYS = ("dataset", "binarization", "dequantize", "k")
 FIGURES = ("latent-usage", "snr-vs-k")
 GRADVAR_KEYS = {"match", "estimators", "samples", "batch_size", "seed"}
 
@@ -96,7 +96,10 @@ def cell_protocol(cell: Cell) -> dict:
     config = cell.config
     datamodule = DATAMODULES.get(config["data"]["class_path"], "data")(seed=cell.seed, **config["data"]["init_args"])
     ks = config["module"]["init_args"].get("eval_k") or []
-    return {"dataset": datamodule.name, "binarization": datamodule.binarization, "k": [int(k) for k in ks]}
+    # dequantised grey levels (Wu et al. 2017) are a density on [0, 1]^D, not a mass on 256 levels:
+    # nats are not comparable across the two
+    return {"dataset": datamodule.name, "binarization": datamodule.binarization,
+            "dequantize": bool(getattr(datamodule, "dequantize", False)), "k": [int(k) for k in ks]}
 
 
 def _fmt(protocol: dict) -> str:

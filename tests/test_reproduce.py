@@ -107,6 +107,20 @@ def test_a_published_value_of_another_k_or_dataset_is_refused(tmp_path):
     assert load_reproduction(path, "smoke").entries[0]["value"] == 86.8
 
 
+def test_a_published_value_on_dequantised_data_is_refused_for_grey_levels(tmp_path):
+    # Wu et al.'s continuous-MNIST numbers are densities of dequantised images, not of grey levels
+    published = {"metric": "test/nll_k100", "value": -991.4,
+                 "protocol": {"dataset": "mnist", "binarization": "none", "dequantize": True, "k": 100}}
+    spec = yaml.safe_load(_spec_with(tmp_path, published).read_text())
+    spec["matrix"]["overrides"]["data"] = {"binarization": "none"}
+    (tmp_path / "mismatch.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match="dequantize=True.*dequantize=False"):
+        load_reproduction(tmp_path / "mismatch.yaml", "smoke")
+    spec["matrix"]["overrides"]["data"]["dequantize"] = True
+    (tmp_path / "mismatch.yaml").write_text(yaml.safe_dump(spec))
+    assert load_reproduction(tmp_path / "mismatch.yaml", "smoke").entries[0]["value"] == -991.4
+
+
 def test_bad_reproduction_input_is_refused_before_running(tmp_path, capsys):
     assert main(["reproduce", "no-such-paper"]) == 2
     assert "iwae-table1" in capsys.readouterr().err  # the valid names are listed
