@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
 from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
-from dgm_modules.registry import ConfigError, section_options
+from dgm_modules.registry import ConfigError, check_k, section_options
 
 CURVE_KEYS = {"k": 1, "growth": 1.5}
 EARLY_STOPPING_KEYS = {"monitor": "val/nll_k1", "patience": 20, "mode": "min", "min_delta": 0.0}
@@ -56,8 +56,7 @@ class TestCurve(Callback):
 
 def resolve_curve(options: Any) -> dict:
     out = section_options("curve", options, CURVE_KEYS)
-    if not isinstance(out["k"], int) or out["k"] < 1:
-        raise ConfigError(f"curve.k must be an integer >= 1, got {out['k']!r}")
+    check_k(out["k"], "curve.k")
     if not isinstance(out["growth"], (int, float)) or out["growth"] <= 1:
         raise ConfigError(f"curve.growth must be a number > 1, got {out['growth']!r}")
     return out

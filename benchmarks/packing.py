@@ -68,6 +68,8 @@ def unpackable(config: dict) -> str | None:
     objective = config["objective"]["class_path"]
     if hasattr(OBJECTIVES.get(objective, "objective.class_path"), "bind_data"):
         return f"objective {objective!r} binds to its cell's data (a feature network); packing does not bind it yet"
+    if config["module"].get("init_args", {}).get("log_every_n_steps"):
+        return "a packed group logs epoch means only (module.log_every_n_steps)"
     present = [s for s in PER_CELL_SECTIONS if s in config]
     if present:
         return f"its {', '.join(present)} callbacks run on one cell's module"

@@ -63,7 +63,8 @@ class StepCurves(Callback):
 
     The module keeps its last step's values as detached tensors (``train_step_values``), so the only
     cost is reading a few scalars once in n steps; Lightning's per-step ``self.log`` is not involved.
-    Modules without ``train_step_values`` (the adversarial one logs its own terms) are left alone.
+    A module that logs interval means itself (``module.log_every_n_steps``) is left alone: its
+    ``train/<name>_step`` are those means.
     """
 
     def __init__(self, logger: Any) -> None:
@@ -72,6 +73,7 @@ class StepCurves(Callback):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         values, step = getattr(pl_module, "train_step_values", None), trainer.global_step
         if (values and step != self.last_step  # accumulated batches share a step: one point each
+                and not getattr(pl_module, "log_every_n_steps", 0)
                 and step % max(1, trainer.log_every_n_steps) == 0 and trainer.global_rank == 0):
             self.logger.log_metrics({f"train/{k}_step": float(v) for k, v in values.items()}, step=step)
             self.last_step = step

@@ -143,6 +143,25 @@ OPTIMIZERS: Registry = Registry("optimizer", ("dgm_modules.methods",), plugins=T
 METHODS: Registry = Registry("method", ("dgm_modules.presets",), plugins=True)
 
 
+def check_k(k: Any, option: str, minimum: int = 1, why: str = "") -> int:
+    """A number of samples (``objective.k``, ``module.eval_k``'s entries, ``curve.k``), checked by one rule
+    for every option that sets one; the message names ``option``."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or k < minimum:
+        raise ConfigError(f"{option} must be an integer >= {minimum}{why}, got {k!r}")
+    return int(k)
+
+
+def check_ks(ks: Any, option: str) -> list[int]:
+    """Sorted, distinct numbers of samples (``module.eval_k``), each by :func:`check_k`."""
+    try:
+        out = sorted({check_k(k, option) for k in ks})
+    except (ConfigError, TypeError):
+        out = []
+    if not out:
+        raise ConfigError(f"{option} must be a non-empty list of integers >= 1, got {ks!r}")
+    return out
+
+
 def normalise_spec(spec: Any, option: str) -> dict[str, Any]:
     """Accept ``"name"``, ``{"class_path": ..., "init_args": {...}}``; return the dict form."""
     if isinstance(spec, str):

@@ -1,19 +1,22 @@
 """The shared exact-enumeration harness: a tiny sigmoid belief net whose every expectation over z
-is a finite sum, exact bounds and gradients from autograd through those sums, and the one check
-that a Monte Carlo mean agrees with an exact value (coordinate-wise, within 4 standard errors of
-the draws' own spread)."""
+is a finite sum, exact bounds and gradients from autograd through those sums, the linear-Gaussian
+model whose ELBO is closed-form, and the one check that a Monte Carlo mean agrees with an exact
+value (coordinate-wise, within 4 standard errors of the draws' own spread)."""
 from __future__ import annotations
 
 import math
 
 import torch
+from torch.distributions import kl_divergence
 
+from dgm_modules.models.linear_gaussian import LinearGaussian
 from dgm_modules.models.sbn import SigmoidBeliefNet
 from dgm_modules.networks.sbn_layers import DiscreteFamily
 
 GROUPS = 60  # independent estimates per Monte Carlo mean; their spread gives the error bars
 X = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
 X_ALL = DiscreteFamily("bernoulli", 4).enumerate()  # [16, 4]: every visible configuration
+X_REP = X.repeat(100, 1)  # each estimate averages 100 draws per example
 
 
 def tiny_sbn(sizes=(3,), **kwargs) -> SigmoidBeliefNet:
@@ -88,3 +91,25 @@ def agree(d1, d2, sigmas=4.0):
     """Two independent sets of draws have the same mean coordinate-wise."""
     se = (d1.var(0) / d1.shape[0] + d2.var(0) / d2.shape[0]).sqrt()
     return bool(((d1.mean(0) - d2.mean(0)).abs() <= sigmas * se + 1e-6).all())
+
+
+# -- the linear-Gaussian model: exact ELBO in closed form ------------------------------------------
+def linear_gaussian(perturb=0.3, latent_dim=2, batch=8, seed=0):
+    """The model, a batch drawn from it, and q moved ``perturb`` away from the exact posterior."""
+    torch.manual_seed(seed)
+    model = LinearGaussian((4,), latent_dim=latent_dim)
+    with torch.no_grad():
+        x, _ = model.sample_joint(batch)
+        model.set_exact_posterior()
+        for p in model.inference.parameters():
+            p.add_(perturb * torch.randn_like(p))
+    return model, x
+
+
+def exact_linear_gaussian_elbo(model, x):
+    q = model.q(x)
+    m, s2 = q.base_dist.loc, q.base_dist.scale.square()
+    w, b, sigma2 = model.generative.weight, model.generative.bias, model.obs_std**2
+    sq_err = (x - m @ w.T - b).square().sum(-1) + (s2 @ w.square().T).sum(-1)  # E_q ||x - W z - b||^2
+    expected_lik = -0.5 * x.shape[-1] * math.log(2 * math.pi * sigma2) - sq_err / (2 * sigma2)
+    return expected_lik - kl_divergence(q, model.prior())

@@ -59,7 +59,7 @@ def test_yaml_config_file_sets_options(tmp_path, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["--method", "nope", "--data", "digits"], "unknown method 'nope'.*choose one of: .*iwae.*vae"),
     (["--method", "vae", "--data", "nope"], "unknown dataset 'nope'.*choose one of: .*digits"),
-    (["--method", "iwae", "--data", "digits", "--set", "objective.k=0"], "objective.k must be >= 1"),
+    (["--method", "iwae", "--data", "digits", "--set", "objective.k=0"], "objective.k must be an integer >= 1, got 0"),
     (["--method", "vae", "--data", "digits", "--set", "optimizer.lr=-0.1"], "optimizer.lr must be > 0"),
     (["--method", "vae", "--data", "digits", "--set", "objective.kk=1"], r"unknown option\(s\) \['kk'\]"),
     (["--method", "vae", "--data", "digits", "--set", "objective.analytic_kl=maybe"], "objective.analytic_kl: expected bool"),

@@ -33,13 +33,14 @@ from benchmarks.cli import main
 from benchmarks.config import resolve_config
 from benchmarks.figures.gradient_variance import snr_vs_k_figure, variance_curves_figure
 from benchmarks.run import run_cell
-from dgm_modules.evaluation.gradient_variance import (DEFAULT_ESTIMATORS, GradientVariance,
-                                                      measure_gradient_variance, resolve_estimators)
+from dgm_modules.evaluation.gradient_variance import (DEFAULT_GROUPS, GradientVariance, build_estimator,
+                                                      default_estimators, measure_gradient_variance,
+                                                      resolve_estimators)
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.models.sbn import SigmoidBeliefNet
 from dgm_modules.objectives.elbo import ELBO
 from dgm_modules.objectives.score_function import ScoreFunction
-from dgm_modules.registry import ConfigError
+from dgm_modules.registry import MODELS, OBJECTIVES, ConfigError
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -224,7 +225,7 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method, estimators", [
-    ("vae", ["run", {"label": "nvil", "objective": DEFAULT_ESTIMATORS["vae"][3].objective, "adapt_steps": 2},
+    ("vae", ["run", {"label": "nvil", "objective": default_estimators()["vae"][3].objective, "adapt_steps": 2},
              "iwae-k5"]),
     ("sbn-reinforce", ["run", "nvil", "gumbel-softmax"]),
 ])
@@ -257,7 +258,7 @@ def test_cli_measures_a_checkpoint_for_every_estimator(method, family, trained, 
     result = json.loads(out.read_text())
     entry = result["history"][0]
     assert entry["step"] == 6 and result["protocol"]["samples"] == 4
-    labels = [e.label for e in DEFAULT_ESTIMATORS[family]]
+    labels = [e.label for e in default_estimators()[family]]
     assert sorted(entry["estimators"]) == sorted(labels + extra)
     for label in labels:
         for group in ("phi", "theta"):
@@ -286,8 +287,27 @@ def test_bad_gradvar_options_are_refused_before_training(gradvar, match):
         _config("sbn-reinforce", gradvar)
 
 
-def test_default_lists_name_registered_objectives():
-    assert len(resolve_estimators("vae")) == 7 and len(resolve_estimators("sbn")) == 7
+def test_default_lists_are_the_objectives_declarations_and_build_on_their_groups_model():
+    """``gradvar.estimators: [sbn]`` lists every registered objective's declared SBN estimators, in
+    their declared positions (the i-th measured draws from seed + i), and each builds on an SBN."""
+    defaults = default_estimators()
+    assert set(defaults) == set(DEFAULT_GROUPS)
+    for group, model_name in DEFAULT_GROUPS.items():
+        declared = sorted((d.order, name, d.label) for name, cls in OBJECTIVES.items()
+                          for d in getattr(cls, "gradvar_defaults", ()) if d.group == group)
+        assert [order for order, _, _ in declared] == list(range(len(declared)))
+        listed = [(e.objective if isinstance(e.objective, str) else e.objective["class_path"], e.label)
+                  for e in defaults[group]]
+        assert listed == [(name, label) for _, name, label in declared]
+        assert resolve_estimators(group) == defaults[group]
+        spec = {"class_path": model_name, "init_args": {}}
+        model = MODELS.get(model_name)(input_shape=(1, 8, 8))
+        for est in defaults[group]:
+            variant, objective = build_estimator(est, model, model_spec=spec)  # refuses an incompatible pair
+            objective.check_model(variant)
+
+
+def test_estimators_in_the_config_form_and_the_old_string_form():
     (est,) = resolve_estimators(["{class_path: iwae, init_args: {k: 100}}"])  # the config's own form
     assert est.objective == {"class_path": "iwae", "init_args": {"k": 100}} and est.label == "iwae:k=100"
     (est,) = resolve_estimators([{"class_path": "dreg", "init_args": {"k": 5, "alpha": 1.0}}])

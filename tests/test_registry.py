@@ -3,16 +3,21 @@ spec, and an outside distribution's `dgm_bench.plugins` entry point showing in `
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
+from benchmarks.curves import resolve_curve
 from benchmarks.matrix import load_spec
+from dgm_modules.evaluation.log_likelihood import LogLikelihoodEvaluator
+from dgm_modules.objectives.functional import vimco_leave_one_out
 from dgm_modules.presets import MethodPreset, load_presets
-from dgm_modules.registry import METHODS, MODELS, OBJECTIVES, ConfigError
+from dgm_modules.registry import METHODS, MODELS, OBJECTIVES, ConfigError, check_k, check_ks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,3 +118,24 @@ def test_a_broken_plugin_fails_naming_its_distribution(tmp_path):
     assert done.returncode != 0
     assert "demo-dgm-plugin (demo = demo_dgm_plugin) failed to load" in done.stderr
     assert "missing dependency foo" in done.stderr
+
+
+@pytest.mark.parametrize("option, build", [
+    ("objective.k", lambda: OBJECTIVES.get("iwae")(k=0)),
+    ("objective.k", lambda: OBJECTIVES.get("vimco")(k=1)),  # leave-one-out baselines need two samples
+    ("objective.k", lambda: vimco_leave_one_out(torch.zeros(1, 3))),
+    ("module.val_k", lambda: LogLikelihoodEvaluator([1, 0], option="module.val_k")),
+    ("module.eval_k", lambda: LogLikelihoodEvaluator([], option="module.eval_k")),
+    ("curve.k", lambda: resolve_curve({"k": 2.5})),
+])
+def test_every_number_of_samples_is_checked_by_one_rule_naming_its_option(option, build):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(option)} must be .*integers? >= [12]"):
+        build()
+
+
+def test_check_k_accepts_integers_and_sorts_lists():
+    assert check_k(5, "objective.k") == 5 and check_k(2.0, "objective.k") == 2
+    for bad in (True, 0, 2.5, "3", None):
+        with pytest.raises(ConfigError, match="objective.k must be an integer >= 1"):
+            check_k(bad, "objective.k")
+    assert check_ks([5000, 1, 5, 1], "module.eval_k") == [1, 5, 5000]

@@ -25,11 +25,11 @@ class SignalAtStep(Callback):
             signals._handler(signal.SIGTERM, None)
 
 
-def config(seed: int = 0) -> dict:
+def config(seed: int = 0, log_every_n_steps: int = 0) -> dict:
     # digits: 1297 training images, batch 100 -> 13 batches an epoch; dynamic binarisation
     return resolve_config("vae", "digits", seed, {
         "model": {"init_args": {"latent_dim": 2, "hidden": [32]}},
-        "module": {"init_args": {"eval_k": [1, 5], "val_k": [1]}},
+        "module": {"init_args": {"eval_k": [1, 5], "val_k": [1], "log_every_n_steps": log_every_n_steps}},
         "data": {"init_args": {"batch_size": 100}},
         "trainer": {"max_epochs": 3, "accelerator": "cpu"}})
 
@@ -39,21 +39,24 @@ def history(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-@pytest.mark.parametrize("stop_step", [17, 25])  # mid-epoch 1; the last batch of epoch 1 (13 batches an epoch)
-def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp_path, stop_step):
+# mid-epoch 1; the last batch of epoch 1 (13 batches an epoch); mid-epoch 1 with means of every 5 batches
+# logged (the stop falls mid-interval: the interval's sums must survive as the epoch's do)
+@pytest.mark.parametrize("stop_step, interval", [(17, 0), (25, 0), (17, 5)])
+def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp_path, stop_step, interval):
     signals.install()
-    whole = run_cell(config(), tmp_path / "whole", enable_progress_bar=False)
+    whole = run_cell(config(log_every_n_steps=interval), tmp_path / "whole", enable_progress_bar=False)
     assert whole["status"] == "completed", whole.get("error")
     assert whole["steps"] == 39
 
     out = tmp_path / "stopped"
-    stopped = run_cell(config(), out, callbacks=[SignalAtStep(stop_step)], enable_progress_bar=False)
+    stopped = run_cell(config(log_every_n_steps=interval), out, callbacks=[SignalAtStep(stop_step)],
+                       enable_progress_bar=False)
     assert stopped["status"] == "interrupted" and stopped["steps"] == stop_step + 1
     # mid-epoch: saved where it stopped; after an epoch's last batch: that epoch's start (resume.save_resume_point)
     ckpt = torch.load(out / stopped["run_id"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == (stop_step + 1 if stop_step == 17 else 13)
     signals.install()  # a new process would start without the stop request
-    resumed = run_cell(config(), out, enable_progress_bar=False)
+    resumed = run_cell(config(log_every_n_steps=interval), out, enable_progress_bar=False)
     assert resumed["status"] == "completed", resumed.get("error")
     assert resumed["resumed_from"].endswith("last.ckpt") and resumed["steps"] == 39
     assert resumed["resumed_at_step"] == ckpt["global_step"]
@@ -64,6 +67,7 @@ def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp
         assert resumed["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     rows_whole, rows_resumed = history(tmp_path / "whole" / whole["run_id"]), history(out / resumed["run_id"])
     assert len(rows_resumed) == len(rows_whole)  # no row lost, none repeated
+    assert sum("train/loss_step" in r and r["train/loss_step"] != "" for r in rows_whole) == (7 if interval else 0)
     for a, b in zip(rows_whole, rows_resumed):
         assert a.keys() == b.keys()
         for key in a:

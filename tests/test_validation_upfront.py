@@ -27,7 +27,7 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
 
 @pytest.mark.parametrize("extra, expected", [
     ("cells:\n  - match: {method: iwae}\n    overrides: {objective: {k: 0}}",
-     "cell digits/iwae/default/seed0: objective.k must be >= 1, got 0"),
+     "cell digits/iwae/default/seed0: objective.k must be an integer >= 1, got 0"),
     ("cells:\n  - match: {method: iwae}\n    overrides: {model: sbn, objective: iwae}",
      "objective 'iwae' cannot train a model with 'bernoulli' latents"),
     ("seeds: [0, -1]", "cell digits/vae/default/seed-1: seed: expected an integer in [0, 4294967295], got -1"),

@@ -13,14 +13,7 @@ import torch
 from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
-
-
-def check_ks(ks: Sequence[int], option: str = "ks") -> list[int]:
-    """Sorted, distinct ``k``s, all >= 1; ``option`` names the setting in the message (``module.eval_k``)."""
-    ks = sorted(set(int(k) for k in ks))
-    if not ks or ks[0] < 1:
-        raise ValueError(f"{option} must be a non-empty list of integers >= 1, got {list(ks)}")
-    return ks
+from dgm_modules.registry import check_ks
 
 
 @torch.no_grad()
@@ -35,7 +28,7 @@ def importance_weighted_bounds(model: LatentVariableModel, x: Tensor, ks: Sequen
         max_pairs: at most this many (image, sample) pairs are evaluated at once, which bounds
             peak memory; images are split too when a batch alone exceeds it.
     """
-    ks = check_ks(ks)
+    ks = check_ks(ks, "ks")
     if max_pairs < 1:
         raise ValueError(f"module.chunk_pairs must be >= 1, got {max_pairs}")
     if x.shape[0] > max_pairs:  # more images than the budget: one image slice at a time

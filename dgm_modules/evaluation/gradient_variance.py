@@ -22,7 +22,8 @@ different scale by SNR. With ``M`` draws a coordinate with no signal still shows
 
 An *estimator* is an objective spec (any registered objective, by name) plus optional overrides of
 the model's options (a relaxed sigmoid belief net is the same parameters under another model
-option); :data:`DEFAULT_ESTIMATORS` holds the comparisons of issue 6.
+option); :func:`default_estimators` gathers the comparisons of issue 6 from the objectives'
+declarations.
 """
 from __future__ import annotations
 
@@ -233,32 +234,33 @@ class Estimator:
         return asdict(self)
 
 
-_NVIL = {"class_path": "score-function",
-         "init_args": {"input_baseline": True, "centering": True, "variance_normalization": True}}
-_RELAXED = {"temperature": 0.5, "anneal_rate": 0.0}  # a fixed temperature: the same at every measurement
-_DISCRETE = {"relaxation": "none"}
-#: the comparisons of issue 6, by model family
-DEFAULT_ESTIMATORS: dict[str, list[Estimator]] = {
-    "vae": [
-        Estimator("reparam", {"class_path": "elbo", "init_args": {"analytic_kl": False}}),
-        Estimator("reparam-analytic-kl", {"class_path": "elbo", "init_args": {"analytic_kl": True}}),
-        Estimator("reinforce", "score-function"),
-        Estimator("nvil", _NVIL, adapt_steps=100),
-        Estimator("iwae-k1", {"class_path": "iwae", "init_args": {"k": 1}}),
-        Estimator("iwae-k5", {"class_path": "iwae", "init_args": {"k": 5}}),
-        Estimator("iwae-k50", {"class_path": "iwae", "init_args": {"k": 50}}),
-    ],
-    # the discrete estimators name relaxation "none" so that they also measure an SBN trained relaxed
-    "sbn": [
-        Estimator("reinforce", "score-function", _DISCRETE),
-        Estimator("nvil", _NVIL, _DISCRETE, adapt_steps=100),
-        Estimator("vimco-k5", {"class_path": "vimco", "init_args": {"k": 5}}, _DISCRETE),
-        Estimator("gumbel-softmax", "elbo", {"relaxation": "concrete", **_RELAXED}),
-        Estimator("straight-through", "elbo", {"relaxation": "straight-through", **_RELAXED}),
-        Estimator("wake-sleep", "wake-sleep", _DISCRETE),
-        Estimator("rws-k5", {"class_path": "rws", "init_args": {"k": 5}}, _DISCRETE),
-    ],
-}
+#: the model each default comparison measures (what its name says); its estimators are the
+#: objectives' own declarations (``gradvar_defaults``), so a new estimator is added in its file
+DEFAULT_GROUPS: dict[str, str] = {"vae": "gaussian-vae", "sbn": "sbn"}
+
+
+def default_estimators() -> dict[str, list[Estimator]]:
+    """The comparisons of issue 6, by model family: every registered objective's ``gradvar_defaults``,
+    in their declared order."""
+    entries: dict[str, list] = {group: [] for group in DEFAULT_GROUPS}
+    seen = set()
+    for name, cls in OBJECTIVES.items():
+        if id(cls) in seen:  # a class registered under two names is listed once
+            continue
+        seen.add(id(cls))
+        for d in getattr(cls, "gradvar_defaults", ()):
+            if d.group not in entries:
+                raise ValueError(f"objective {name!r}: gradvar default {d.label!r} names the group {d.group!r}; "
+                                 f"choose one of {sorted(DEFAULT_GROUPS)}")
+            spec = name if d.init_args is None else {"class_path": name, "init_args": dict(d.init_args)}
+            entries[d.group].append((d.order, Estimator(d.label, spec, dict(d.model_overrides), d.adapt_steps)))
+    for group, listed in entries.items():
+        orders = [order for order, _ in listed]
+        if len(set(orders)) != len(orders):
+            raise ValueError(f"gradvar defaults of {group!r}: two estimators at one position {sorted(orders)}")
+    return {group: [est for _, est in sorted(listed, key=lambda e: e[0])] for group, listed in entries.items()}
+
+
 RUN = Estimator("run")
 
 
@@ -294,11 +296,12 @@ def parse_estimator(item: str | dict | Estimator) -> list[Estimator]:
         return [Estimator(str(label), spec, dict(overrides), steps)]
     if not isinstance(item, str):
         raise ConfigError(f"gradvar.estimators: expected a name or a mapping, got {item!r}")
-    if item in DEFAULT_ESTIMATORS:
-        return list(DEFAULT_ESTIMATORS[item])
+    defaults = default_estimators()
+    if item in defaults:
+        return defaults[item]
     if item == "run":
         return [RUN]
-    for est in DEFAULT_ESTIMATORS["vae"] + DEFAULT_ESTIMATORS["sbn"]:
+    for est in (est for listed in defaults.values() for est in listed):
         if est.label == item:
             return [est]
     name, _, opts = item.partition(":")

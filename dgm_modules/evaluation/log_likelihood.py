@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from datamodules.base import Batch
-from dgm_modules.evaluation.bounds import check_ks, importance_weighted_bounds
+from dgm_modules.evaluation.bounds import importance_weighted_bounds
 from dgm_modules.evaluation.metrics import MeanPerExample
 from dgm_modules.models.base import LatentVariableModel
+from dgm_modules.registry import check_ks
 
 
 class LogLikelihoodEvaluator(nn.Module):

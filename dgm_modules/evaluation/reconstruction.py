@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm_modules.models.capabilities import ExplicitLatent
+from dgm_modules.networks.feature_nets import feature_net_for
 
 
 @torch.no_grad()

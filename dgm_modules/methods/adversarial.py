@@ -37,12 +37,14 @@ class AdversarialMethod(EvaluatedMethod):
         fid_samples: images drawn for FID/KID against the test split at test end (0 = off).
         eval_k, val_k, chunk_pairs, eval_seed: the L_k evaluation, for models with a likelihood
             (ignored by implicit models such as the GAN).
+        log_every_n_steps: also log the means of every n training batches (``train/<name>_step``);
+            0: epoch means only (see :class:`~dgm_modules.methods.base.EvaluatedMethod`).
     """
 
     def __init__(self, model: nn.Module, objective: AdversarialObjective, optimizer: OptimizerFactory,
                  fid_samples: int = 10_000, eval_k: Sequence[int] = (1, 5000), val_k: Sequence[int] = (1,),
-                 chunk_pairs: int = 4_096, eval_seed: int = 0) -> None:
-        super().__init__()
+                 chunk_pairs: int = 4_096, eval_seed: int = 0, log_every_n_steps: int = 0) -> None:
+        super().__init__(log_every_n_steps)
         if not isinstance(objective, AdversarialObjective):
             raise ValueError(f"module 'adversarial' needs an adversarial objective (gan, vae-gan), "
                              f"got {type(objective).__name__}")
@@ -67,8 +69,8 @@ class AdversarialMethod(EvaluatedMethod):
         return [self.optimizer_factory(self.objective.player_parameters(self.model, p)) for p in self.objective.players]
 
     def player_step(self, player: str, optimizer: L.pytorch.core.optimizer.LightningOptimizer,
-                    x: torch.Tensor) -> torch.Tensor:
-        """One update of ``player`` on its own loss, the other players frozen."""
+                    x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One update of ``player`` on its own loss, the other players frozen; returns its terms."""
         self.toggle_optimizer(optimizer)
         out = self.objective(self.model, x, player)
         check_finite(out.loss, self.global_step)
@@ -76,11 +78,9 @@ class AdversarialMethod(EvaluatedMethod):
         self.manual_backward(out.loss)
         optimizer.step()
         self.untoggle_optimizer(optimizer)
-        for name, value in out.terms.items():
-            self.log(f"train/{name}", value, prog_bar=name.endswith("_loss"))
-        return out.loss.detach()
+        return out.terms
 
-    def simultaneous_step(self, optimizers: list, x: torch.Tensor) -> None:
+    def simultaneous_step(self, optimizers: list, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """All players' losses from one forward pass; each loss backpropagated into its own player's
         parameters only (``inputs=``), then the players the objective's balancing rule picks step."""
         out = self.objective.losses(self.model, x)
@@ -91,20 +91,24 @@ class AdversarialMethod(EvaluatedMethod):
             if player in chosen:
                 self.manual_backward(out[player].loss, inputs=list(self.objective.player_parameters(self.model, player)),
                                      retain_graph=True)
+        values = {}
         for player, optimizer in zip(self.objective.players, optimizers):
             if player in chosen:
                 optimizer.step()
-            self.log(f"train/{player}_updated", float(player in chosen))
-        for name, value in out[self.objective.players[-1]].terms.items():
-            self.log(f"train/{name}", value, prog_bar=name.endswith("_loss"))
+            values[f"{player}_updated"] = torch.tensor(float(player in chosen), device=x.device)
+        values.update(out[self.objective.players[-1]].terms)
         for player in self.objective.players[:-1]:
-            self.log(f"train/{player}_loss", out[player].loss.detach(), prog_bar=True)
+            values[f"{player}_loss"] = out[player].loss
+        return values
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         if getattr(self.objective, "simultaneous", False):
-            return self.simultaneous_step(optimizers, batch.x)
-        for player, optimizer in zip(self.objective.players, optimizers):
-            self.player_step(player, optimizer, batch.x)
+            values = self.simultaneous_step(optimizers, batch.x)
+        else:  # a later player's term of the same name wins (the generator's, as logged before)
+            values = {}
+            for player, optimizer in zip(self.objective.players, optimizers):
+                values.update(self.player_step(player, optimizer, batch.x))
+        self.record_train(values)  # the players' terms, summed on the device: logged as epoch means
 

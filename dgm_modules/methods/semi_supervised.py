@@ -33,7 +33,7 @@ class SemiSupervisedMethod(VariationalMethod):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.objective(self.model, batch.x, batch.y)
         check_finite(out.loss, self.global_step)
-        self.accumulate_train(out)  # epoch means as every variational method; train/bound is the bound, not -bound
+        self.record_train(self.objective_values(out))  # as every method: train/bound is the bound, not -bound
         return out.loss
 
     def _accuracy(self, metric: MulticlassAccuracy, batch: Batch) -> None:

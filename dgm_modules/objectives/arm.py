@@ -8,8 +8,8 @@ from torch.distributions import Bernoulli
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.models.capabilities import LayeredDiscrete
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 def check_layered_bernoulli(model: LatentVariableModel, option: str) -> None:
@@ -43,7 +43,7 @@ class ARM(Objective):
 
     def __init__(self, k: int = 1) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         self.k = k
 
     def check_model(self, model: LatentVariableModel) -> None:

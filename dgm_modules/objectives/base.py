@@ -28,11 +28,30 @@ class ObjectiveOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
-def check_samples(k: int, minimum: int = 1, why: str = "") -> int:
-    """``k``, the objective's number of samples per example, once checked (the one message for all)."""
-    if k < minimum:
-        raise ValueError(f"objective.k must be >= {minimum}{why}, got {k}")
-    return k
+@dataclass(frozen=True)
+class GradvarDefault:
+    """This objective's place in a default gradient-variance comparison (``gradvar.estimators: [vae]``).
+
+    Attributes:
+        group: the comparison, named for the model family it measures (``vae``, ``sbn``).
+        order: the estimator's position in the group's list; fixed, since the i-th estimator
+            measured draws from the measurement's seed + i.
+        label: its name in records and figures.
+        init_args: the objective's options; ``None``: the objective by its name, with its defaults.
+        model_overrides: model options changed for this estimator (e.g. ``relaxation``).
+        adapt_steps: minibatches on which the objective's own state is fitted before measuring.
+    """
+
+    group: str
+    order: int
+    label: str
+    init_args: dict | None = None
+    model_overrides: dict = field(default_factory=dict)
+    adapt_steps: int = 0
+
+
+#: an SBN's discrete estimators name relaxation "none" so that they also measure an SBN trained relaxed
+DISCRETE = {"relaxation": "none"}
 
 
 class IncompatibleObjectiveError(ValueError):
@@ -48,6 +67,8 @@ class Objective(nn.Module):
 
     #: latent kinds (``LatentVariableModel.latent_kind``) this objective can train
     supported_latents: ClassVar[frozenset[str]] = frozenset()
+    #: the default gradient-variance comparisons this objective takes part in
+    gradvar_defaults: ClassVar[tuple[GradvarDefault, ...]] = ()
 
     def check_model(self, model: LatentVariableModel) -> None:
         """Refuse a model this objective cannot train, naming the objectives that can."""

@@ -5,9 +5,9 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import Objective, ObjectiveOutput
 from dgm_modules.objectives.stop_gradient import check_scores_latents, log_joint_path, log_q_path
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("dreg")
@@ -35,7 +35,7 @@ class DReG(Objective):
 
     def __init__(self, k: int = 5, alpha: float = 0.0) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"objective.alpha must be in [0, 1], got {alpha}")
         self.k, self.alpha = k, alpha

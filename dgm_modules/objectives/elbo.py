@@ -5,9 +5,9 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import GradvarDefault, Objective, ObjectiveOutput
 from dgm_modules.objectives.wake_sleep import check_sleep_capable, sleep_phi_loss
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("elbo")
@@ -30,12 +30,20 @@ class ELBO(Objective):
     """
 
     supported_latents = frozenset({LatentKind.CONTINUOUS, LatentKind.RELAXED})
+    gradvar_defaults = (
+        GradvarDefault("vae", 0, "reparam", {"analytic_kl": False}),
+        GradvarDefault("vae", 1, "reparam-analytic-kl", {"analytic_kl": True}),
+        # a fixed temperature: the same at every measurement
+        *(GradvarDefault("sbn", 3 + i, label, None, {"relaxation": relaxation, "temperature": 0.5, "anneal_rate": 0.0})
+          for i, (label, relaxation) in enumerate([("gumbel-softmax", "concrete"),
+                                                   ("straight-through", "straight-through")])),
+    )
 
     def __init__(self, analytic_kl: bool = True, sleep_weight: float = 0.0, k: int = 1) -> None:
         super().__init__()
         if sleep_weight < 0:
             raise ValueError(f"objective.sleep_weight must be >= 0, got {sleep_weight}")
-        check_samples(k)
+        check_k(k, "objective.k")
         self.analytic_kl, self.sleep_weight, self.k = analytic_kl, sleep_weight, k
 
     def check_model(self, model: LatentVariableModel) -> None:

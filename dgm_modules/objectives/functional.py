@@ -9,6 +9,8 @@ import math
 import torch
 from torch import Tensor
 
+from dgm_modules.registry import check_k
+
 
 def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
     """Numerically stable ``log(mean(exp(x)))`` along ``dim``."""
@@ -47,9 +49,7 @@ def vimco_leave_one_out(log_weights: Tensor) -> Tensor:
     Returns:
         ``[k, B]``, detached.
     """
-    k = log_weights.shape[0]
-    if k < 2:
-        raise ValueError(f"VIMCO needs k >= 2 samples, got {k}")
+    k = check_k(log_weights.shape[0], "objective.k", 2, " for VIMCO")
     lw = log_weights.detach()
     others_mean = (lw.sum(0, keepdim=True) - lw) / (k - 1)  # [k, B]: mean of log w_i, i != j
     # row j of `loo` is the log-weights with entry j replaced by others_mean[j]

@@ -5,8 +5,8 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.objectives.base import GradvarDefault, Objective, ObjectiveOutput
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("iwae")
@@ -21,10 +21,11 @@ class IWAEBound(Objective):
     """
 
     supported_latents = frozenset({LatentKind.CONTINUOUS, LatentKind.RELAXED})
+    gradvar_defaults = tuple(GradvarDefault("vae", 4 + i, f"iwae-k{k}", {"k": k}) for i, k in enumerate((1, 5, 50)))
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         self.k = k
 
     def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:

@@ -10,9 +10,9 @@ from torch import Tensor, nn
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.objectives.arm import check_layered_bernoulli
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import Objective, ObjectiveOutput
 from dgm_modules.objectives.stop_gradient import log_joint_path, log_q_path
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
 
 EPS = 1e-6  # uniforms are kept in [EPS, 1 - EPS] so that their logits stay finite
 
@@ -56,7 +56,7 @@ class RELAX(Objective):
     def __init__(self, k: int = 1, rebar: bool = True, hidden: int = 100, temperature: float = 0.5,
                  eta: float = 1.0) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         if hidden < 0:
             raise ValueError(f"objective.hidden must be >= 0, got {hidden}")
         if temperature <= 0:

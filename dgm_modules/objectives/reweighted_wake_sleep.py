@@ -6,9 +6,9 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import DISCRETE, GradvarDefault, Objective, ObjectiveOutput
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS, check_sleep_capable, sleep_phi_loss
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("rws")
@@ -33,10 +33,11 @@ class ReweightedWakeSleep(Objective):
     """
 
     supported_latents = DISCRETE_OR_CONTINUOUS
+    gradvar_defaults = (GradvarDefault("sbn", 6, "rws-k5", {"k": 5}, DISCRETE),)
 
     def __init__(self, k: int = 5, insomnia: float = 1.0, sleep_samples: int = 0) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         if not 0.0 <= insomnia <= 1.0:
             raise ValueError(f"objective.insomnia must be in [0, 1], got {insomnia}")
         if sleep_samples < 0:

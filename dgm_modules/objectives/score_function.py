@@ -9,9 +9,13 @@ from torch import Tensor, nn
 from dgm_modules.models.base import LatentVariableModel
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import DISCRETE, GradvarDefault, Objective, ObjectiveOutput
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
+
+
+#: NVIL (Mnih & Gregor 2014): every variance reduction on
+NVIL = {"input_baseline": True, "centering": True, "variance_normalization": True}
 
 
 @OBJECTIVES.register("score-function")
@@ -43,11 +47,17 @@ class ScoreFunction(Objective):
     """
 
     supported_latents = DISCRETE_OR_CONTINUOUS
+    gradvar_defaults = (
+        GradvarDefault("vae", 2, "reinforce"),
+        GradvarDefault("vae", 3, "nvil", NVIL, adapt_steps=100),
+        GradvarDefault("sbn", 0, "reinforce", None, DISCRETE),
+        GradvarDefault("sbn", 1, "nvil", NVIL, DISCRETE, adapt_steps=100),
+    )
 
     def __init__(self, k: int = 1, input_baseline: bool = False, baseline_hidden: int = 100,
                  centering: bool = False, variance_normalization: bool = False, decay: float = 0.8) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         if baseline_hidden < 1:
             raise ValueError(f"objective.baseline_hidden must be >= 1, got {baseline_hidden}")
         if not 0.0 <= decay < 1.0:

@@ -5,9 +5,9 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import Objective, ObjectiveOutput
 from dgm_modules.objectives.stop_gradient import check_scores_latents, log_q_path
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("stl")
@@ -29,7 +29,7 @@ class STL(Objective):
 
     def __init__(self, k: int = 1) -> None:
         super().__init__()
-        check_samples(k)
+        check_k(k, "objective.k")
         self.k = k
 
     def check_model(self, model: LatentVariableModel) -> None:

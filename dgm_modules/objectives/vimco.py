@@ -5,9 +5,9 @@ from torch import Tensor
 
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput, check_samples
+from dgm_modules.objectives.base import DISCRETE, GradvarDefault, Objective, ObjectiveOutput
 from dgm_modules.objectives.wake_sleep import DISCRETE_OR_CONTINUOUS
-from dgm_modules.registry import OBJECTIVES
+from dgm_modules.registry import OBJECTIVES, check_k
 
 
 @OBJECTIVES.register("vimco")
@@ -25,10 +25,11 @@ class VIMCO(Objective):
     """
 
     supported_latents = frozenset({LatentKind.BERNOULLI, LatentKind.CATEGORICAL, LatentKind.CONTINUOUS})
+    gradvar_defaults = (GradvarDefault("sbn", 2, "vimco-k5", {"k": 5}, DISCRETE),)
 
     def __init__(self, k: int = 5) -> None:
         super().__init__()
-        check_samples(k, 2, " for VIMCO")  # leave-one-out baselines need a second sample
+        check_k(k, "objective.k", 2, " for VIMCO")  # leave-one-out baselines need a second sample
         self.k = k
 
     def forward(self, model: LatentVariableModel, x: Tensor) -> ObjectiveOutput:

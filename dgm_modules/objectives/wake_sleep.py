@@ -7,7 +7,7 @@ from torch import Tensor
 from dgm_modules.models.base import LatentKind, LatentVariableModel
 from dgm_modules.models.capabilities import ScoresLatents
 from dgm_modules.objectives import functional as F
-from dgm_modules.objectives.base import Objective, ObjectiveOutput
+from dgm_modules.objectives.base import DISCRETE, GradvarDefault, Objective, ObjectiveOutput
 from dgm_modules.registry import OBJECTIVES
 
 #: latent kinds the sampling-based objectives train: no gradient flows through the samples
@@ -47,6 +47,7 @@ class WakeSleep(Objective):
     """
 
     supported_latents = DISCRETE_OR_CONTINUOUS
+    gradvar_defaults = (GradvarDefault("sbn", 5, "wake-sleep", None, DISCRETE),)
 
     def __init__(self, sleep_samples: int = 0) -> None:
         super().__init__()
