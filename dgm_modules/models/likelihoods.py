@@ -23,3 +23,26 @@ def gaussian_log_likelihood(mean: Tensor, x: Tensor, sigma: float) -> Tensor:
     Gaussian observation model of fixed ``sigma`` (Wu et al. 2017) without building the distribution."""
     d = mean.shape[-1]
     return -0.5 * (x - mean).pow(2).sum(-1) / sigma**2 - d * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+
+
+#: pixels per product in :func:`bernoulli_log_likelihood_inplace`: each factor is in [1/2, 1], so a
+#: product of 64 is >= 2**-64, far from float32 underflow
+_PRODUCT_GROUP = 64
+
+
+def bernoulli_log_likelihood_inplace(logits: Tensor, x: Tensor) -> Tensor:
+    """:func:`bernoulli_log_likelihood` to float32 rounding, about twice as fast; overwrites ``logits``.
+
+    For evaluation without gradients. ``x.l - softplus(l)`` with ``softplus(l) = relu(l) - log
+    sigmoid(|l|)``, and the sum of ``log sigmoid(|l|)`` taken as the log of products of 64 factors in
+    [1/2, 1]: one vectorised sigmoid a pixel and one log per 64 pixels, where ``softplus`` pays an exp
+    and a log1p a pixel (the cost of ``L_5000`` after the decoder's matmuls).
+    """
+    out = (logits * x).sum(-1) - logits.clamp(min=0).sum(-1)
+    s = logits.abs_().sigmoid_()
+    d = s.shape[-1]
+    whole = d - d % _PRODUCT_GROUP
+    out += s[..., :whole].unflatten(-1, (-1, _PRODUCT_GROUP)).prod(-1).log_().sum(-1)
+    if whole < d:
+        out += s[..., whole:].prod(-1).log_()
+    return out
