@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from dgm_modules.models.base import ExplicitLatentModel, LatentKind
-from dgm_modules.models.likelihoods import (bernoulli_log_likelihood, bernoulli_log_likelihood_inplace,
+from dgm_modules.models.likelihoods import (bernoulli_log_likelihood, bernoulli_log_likelihood_linear,
                                             gaussian_log_likelihood)
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.registry import MODELS
@@ -95,10 +95,11 @@ class GaussianVAE(ExplicitLatentModel):
     @torch.no_grad()
     def _log_likelihood_inplace(self, xf: Tensor, z: Tensor) -> Tensor:
         """:meth:`log_likelihood` to float rounding, with in-place arithmetic (evaluation only)."""
-        out = self.generative.forward_inplace(z)
         if self.likelihood_kind == "gaussian":
-            return gaussian_log_likelihood(out.sigmoid_(), xf, self.obs_sigma)
-        return bernoulli_log_likelihood_inplace(out, xf)
+            return gaussian_log_likelihood(self.generative.forward_inplace(z).sigmoid_(), xf, self.obs_sigma)
+        last = self.generative[-1]
+        return bernoulli_log_likelihood_linear(self.generative.forward_inplace(z, hidden_only=True),
+                                               last.weight, last.bias, xf)
 
     def analytic_elbo(self, x: Tensor) -> Tensor:
         q = self.q(x)
