@@ -78,9 +78,12 @@ def problem(path: str | Path) -> str | None:
 def resume_point(ckpt_dir: str | Path) -> tuple[str | None, str | None]:
     """``(checkpoint to resume from or None, note for the log and the record or None)``.
 
-    Torn files are renamed to ``<name>.torn-<UTC time>`` so that they are never tried again.
+    Torn files are renamed to ``<name>.torn-<UTC time>`` so that they are never tried again;
+    temporary files of a killed writer (:class:`AtomicCheckpointIO`) are removed.
     """
     ckpt_dir = Path(ckpt_dir)
+    for tmp in ckpt_dir.glob(".*.ckpt.*.tmp"):  # a writer killed mid-write (SIGKILL) left it; the run lock
+        tmp.unlink(missing_ok=True)            # means no live writer owns it
     set_aside = []
     for name in (LAST, PREVIOUS):
         path = ckpt_dir / name

@@ -70,7 +70,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     if args.no_wait and not signals.requested():
         return 0  # submitted; the launcher said how to collect the results
     if signals.requested():
-        print(signals.summary([c.label for c in cells], records), file=sys.stderr)
+        print(signals.summary([c.label for c in cells], records, getattr(launcher, "left", None)), file=sys.stderr)
         return signals.exit_code(signals.requested())
     print(f"matrix finished in {time.perf_counter() - t0:.1f}s")
     # records another version of the spec left in the folder are shown apart, never averaged in

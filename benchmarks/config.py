@@ -15,6 +15,7 @@ import lightning as L
 import yaml
 
 from benchmarks.curves import resolve_curve, resolve_early_stopping
+from benchmarks.resume import resolve_checkpoint
 from datamodules import DATAMODULES
 from dgm_modules.components import METHODS, MODELS, MODULES, OBJECTIVES, OPTIMIZERS
 from dgm_modules.registry import ConfigError, Registry, normalise_spec, resolve_init_args
@@ -29,8 +30,10 @@ TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 10, "accelerator": "auto", "de
                                     "log_every_n_steps": 50, "gradient_clip_val": None}
 #: Trainer options the runner owns (logging, checkpoints, output folder)
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler")
-#: gradvar, curve, early_stopping and ais are optional (benchmarks/callbacks.py, curves.py, ais.py)
-TOP_LEVEL = ("method", "seed", "setting", "trainer", "gradvar", "curve", "early_stopping", "ais", *COMPONENT_SECTIONS)
+#: gradvar, curve, early_stopping, ais and checkpoint are optional (benchmarks/callbacks.py, curves.py, ais.py,
+#: resume.py)
+TOP_LEVEL = ("method", "seed", "setting", "trainer", "gradvar", "curve", "early_stopping", "ais", "checkpoint",
+             *COMPONENT_SECTIONS)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -113,6 +116,8 @@ def resolve_config(method: str, data: str | dict, seed: int = 0, overrides: dict
         config["curve"] = resolve_curve(config["curve"])
     if "early_stopping" in config:
         config["early_stopping"] = resolve_early_stopping(config["early_stopping"])
+    if "checkpoint" in config:  # periodic mid-epoch checkpoints (benchmarks/resume.py)
+        config["checkpoint"] = resolve_checkpoint(config["checkpoint"])
     if "ais" in config:  # AIS and BDMC at the test stage (benchmarks/ais.py)
         from benchmarks.ais import resolve_ais
 

@@ -17,6 +17,7 @@ IGNORED: tuple[tuple[str, ...], ...] = (
     ("seed",), ("setting",),
     ("data", "init_args", "data_dir"), ("data", "init_args", "num_workers"),
     ("trainer", "enable_progress_bar"), ("trainer", "enable_model_summary"), ("trainer", "log_every_n_steps"),
+    ("checkpoint",),  # how often a resume point is saved: a resumed run's numbers are the uninterrupted run's
 )
 
 #: switches added after records were published, with the options that act only through them: at the

@@ -18,7 +18,7 @@ from benchmarks.matrix import Cell, Progress
 from benchmarks.records import read_record
 from benchmarks.run import run_id
 from benchmarks.slurm import (CellJob, active_job, check_resources, check_slurm_section, executor_parameters,
-                              record_submission)
+                              job_state, record_submission, submitted_job)
 from benchmarks.wandb_log import run_cell_logged, wandb_loggers  # noqa: F401 -- wandb_loggers: the old import path
 from dgm_modules.registry import ConfigError
 
@@ -112,6 +112,8 @@ class SlurmLauncher:
     wait: bool = True
     poll_s: float = 5.0
     echo: Callable[[str], None] = print
+    #: after a stop signal: the cells whose jobs were left queued or running, with their job
+    left: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.array_parallelism is not None and self.array_parallelism < 1:
@@ -191,10 +193,24 @@ class SlurmLauncher:
                 progress.update(cell, record, skipped=False)
             waiting = still
             if waiting and signals.requested():  # the jobs go on without the submitter; a re-run collects them
-                self.echo(f"stopped waiting: {len(waiting)} cell(s) still pending or running on Slurm")
+                self.left = {cell.label: _job_text(job, out / run_id(cell.config)) for cell, job in waiting}
+                self.echo(f"stopped waiting: {len(waiting)} cell(s) left to their queued or running jobs (not "
+                          "cancelled); run the same command again to collect them")
                 return
-            if waiting:
-                time.sleep(self.poll_s)
+            deadline = time.monotonic() + self.poll_s
+            while waiting and time.monotonic() < deadline and not signals.requested():  # a signal: act at once
+                time.sleep(min(0.2, self.poll_s))
+
+
+def _job_text(job: object | None, run_dir: Path) -> str:
+    """``job ID (STATE)`` of a cell's job: this submission's, else the one recorded in its run folder."""
+    entry = submitted_job(run_dir) or {}
+    job_id = getattr(job, "job_id", None) or entry.get("job_id", "?")
+    try:
+        state = str(job.state) if job is not None else job_state(entry)
+    except Exception:  # noqa: BLE001 -- sacct unreachable: the id is what matters
+        state = "UNKNOWN"
+    return f"job {job_id} ({state})"
 
 
 def make_launcher(kind: str, **options) -> Callable[[list[Cell], Path, Progress], None]:

@@ -71,6 +71,8 @@ def unpackable(config: dict) -> str | None:
     present = [s for s in PER_CELL_SECTIONS if s in config]
     if present:
         return f"its {', '.join(present)} callbacks run on one cell's module"
+    if "checkpoint" in config:
+        return "a packed group saves checkpoints at epoch ends only (checkpoint.every_n_steps / every_minutes)"
     clip = config["trainer"].get("gradient_clip_val")
     if clip:
         return "gradient clipping by norm would mix the replicas (trainer.gradient_clip_val)"

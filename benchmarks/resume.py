@@ -10,13 +10,18 @@ loops' progress (epoch, global step, batches done in the epoch). What it does no
   noise: :class:`ResumeCallback` saves them in every checkpoint and sets them back when training
   resumes.
 
-And a checkpoint written where the run stops (:func:`save_on_stop`): a signal (SIGTERM from
+And a checkpoint written where the run stops (:func:`save_resume_point`): a signal (SIGTERM from
 ``kill`` or Slurm, Slurm's pre-timeout signal through submitit) stops the cell at a batch end, and
-the checkpoint saved there lets the resume start at the very next batch.
+the checkpoint saved there lets the resume start at the very next batch. A process that gets no
+signal (SIGKILL, the out-of-memory killer, a lost node) saves nothing where it dies: the config's
+``checkpoint: {every_n_steps: N, every_minutes: M}`` writes the same mid-epoch checkpoint
+periodically (:class:`PeriodicCheckpoint`), so such a run resumes from the last one.
 """
 from __future__ import annotations
 
+import math
 import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+from dgm_modules.registry import ConfigError, section_options
 
 # Lightning warns that a mid-epoch resume of a loader without ``state_dict`` may be unreliable;
 # ours is exact (the datamodule skips the batches done), so the warning would only mislead
@@ -79,8 +86,9 @@ class ResumeCallback(Callback):
             self._pending = None
 
 
-def save_on_stop(trainer: Any, ckpt_dir: str | Path, name: str = "last.ckpt") -> None:
-    """Write the resume point where a stopped cell stops (mid-epoch); every rank must call it.
+def save_resume_point(trainer: Any, ckpt_dir: str | Path, name: str = "last.ckpt") -> bool:
+    """Write the resume point at this batch end (mid-epoch); every rank must call it. Returns whether
+    it was written; it never is after an epoch's last batch (below).
 
     Not after an epoch's last batch: Lightning resumes such a checkpoint as a finished epoch and
     skips that epoch's validation, so the cell resumes from the epoch's start checkpoint instead
@@ -89,3 +97,50 @@ def save_on_stop(trainer: Any, ckpt_dir: str | Path, name: str = "last.ckpt") ->
     if (trainer.state.fn == "fit" and trainer.training and not trainer.sanity_checking
             and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
         trainer.save_checkpoint(str(Path(ckpt_dir) / name))
+        return True
+    return False
+
+
+CHECKPOINT_KEYS = {"every_n_steps": None, "every_minutes": None}
+
+
+def resolve_checkpoint(options: Any) -> dict:
+    """The ``checkpoint`` section: ``every_n_steps`` (optimiser steps) and/or ``every_minutes``."""
+    out = section_options("checkpoint", options, CHECKPOINT_KEYS)
+    n, minutes = out["every_n_steps"], out["every_minutes"]
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ConfigError(f"checkpoint.every_n_steps must be an integer >= 1, got {n!r}")
+    if minutes is not None and (not isinstance(minutes, (int, float)) or isinstance(minutes, bool)
+                                or not math.isfinite(minutes) or minutes <= 0):
+        raise ConfigError(f"checkpoint.every_minutes must be a number > 0, got {minutes!r}")
+    if n is None and minutes is None:
+        raise ConfigError("checkpoint: set every_n_steps and/or every_minutes (e.g. checkpoint.every_n_steps=500)")
+    return out
+
+
+class PeriodicCheckpoint(Callback):
+    """The mid-epoch resume point every ``every_n_steps`` optimiser steps and/or ``every_minutes``,
+    written like a stop signal's (atomically, the previous kept). (Lightning flushes the CSV log at
+    each row it logs, so the history on disk already reaches the checkpoint.)
+
+    Only at a batch that took an optimiser step: with gradient accumulation, a batch in between
+    holds gradients no checkpoint carries. Under DDP rank 0's clock decides, so all ranks save together.
+    """
+
+    def __init__(self, ckpt_dir: str | Path, every_n_steps: int | None = None,
+                 every_minutes: float | None = None) -> None:
+        self.ckpt_dir, self.every_n_steps, self.every_minutes = ckpt_dir, every_n_steps, every_minutes
+        self._step = -1  # global step at the previous batch end
+        self._saved_at = time.monotonic()
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._step, self._saved_at = trainer.global_step, time.monotonic()
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        stepped, self._step = trainer.global_step != self._step, trainer.global_step
+        due = stepped and self.every_n_steps is not None and trainer.global_step % self.every_n_steps == 0
+        if self.every_minutes is not None:
+            late = stepped and time.monotonic() - self._saved_at >= 60 * self.every_minutes
+            due = due or (trainer.strategy.broadcast(late) if trainer.world_size > 1 else late)
+        if due and save_resume_point(trainer, self.ckpt_dir):
+            self._saved_at = time.monotonic()

@@ -27,7 +27,7 @@ from benchmarks.fingerprint import config_fingerprint
 from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
                                write_config, write_json_atomic)
-from benchmarks.resume import ResumeCallback
+from benchmarks.resume import PeriodicCheckpoint, ResumeCallback
 from benchmarks.slurm import slurm_plugins
 from dgm_modules.methods.base import DivergedError
 
@@ -127,13 +127,14 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
                                mode=es["mode"], save_top_k=1, enable_version_counter=False)
     trainer_options.setdefault("plugins", [AtomicCheckpointIO(), *slurm_plugins()])
     resume = ResumeCallback()  # RNG states in checkpoints; the step a resume starts at
+    periodic = [PeriodicCheckpoint(run_dir / CHECKPOINTS, **config["checkpoint"])] if "checkpoint" in config else []
     trainer = L.Trainer(
         **trainer_options, default_root_dir=str(run_dir), use_distributed_sampler=False,
         logger=[AppendingCSVLogger(str(run_dir), name="logs", version="")] + list(loggers or []),
         callbacks=[ModelCheckpoint(dirpath=str(run_dir / CHECKPOINTS), filename="last",
                                    save_top_k=1, every_n_epochs=1, enable_version_counter=False)]
         + ([gradvar] if gradvar is not None else []) + ([best] if best else []) + curve_callbacks(config)
-        + ais_callbacks(config, module)
+        + ais_callbacks(config, module) + periodic
         + [signals.StopCallback(run_dir / CHECKPOINTS), IdentityCallback(config), resume] + list(callbacks or []),
         )
     try:

@@ -26,8 +26,8 @@ import yaml
 from dgm_modules.registry import ConfigError
 
 COMPONENTS = ("data", "model", "objective", "optimizer", "module")
-#: optional top-level sections: ``true`` or a mapping (benchmarks/callbacks.py, curves.py, ais.py)
-OPTIONAL = ("gradvar", "curve", "early_stopping", "ais")
+#: optional top-level sections: ``true`` or a mapping (benchmarks/callbacks.py, curves.py, ais.py, resume.py)
+OPTIONAL = ("gradvar", "curve", "early_stopping", "ais", "checkpoint")
 #: values a component receives from elsewhere (benchmarks.config.INJECTED, without importing Lightning)
 INJECTED = {"data": ("seed",), "model": ("input_shape",), "module": ("model", "objective", "optimizer"),
             "optimizer": ("params",), "objective": ()}

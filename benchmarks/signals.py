@@ -105,9 +105,9 @@ class StopCallback(Callback):
             if trainer.strategy.reduce_boolean_decision(STATE.signum is not None, all=False) and STATE.signum is None:
                 STATE.signum = signal.SIGTERM
         if STATE.signum is not None and self.ckpt_dir is not None:
-            from benchmarks.resume import save_on_stop
+            from benchmarks.resume import save_resume_point
 
-            save_on_stop(trainer, self.ckpt_dir)
+            save_resume_point(trainer, self.ckpt_dir)
         check()
 
     def on_validation_batch_end(self, *args: Any) -> None:
@@ -139,15 +139,20 @@ def init_worker(parent_pid: int) -> None:
     STATE.parent_pid = parent_pid
 
 
-def summary(labels: list[str], records: list[dict | None]) -> str:
-    """What an interrupted matrix kept and what a re-run of the same command will do."""
-    groups: dict[str, list[str]] = {"kept": [], "interrupted": [], "not started": []}
+def summary(labels: list[str], records: list[dict | None], queued: dict[str, str] | None = None) -> str:
+    """What an interrupted matrix kept and what a re-run of the same command will do; ``queued``:
+    the cells left to Slurm jobs (label -> ``job ID (STATE)``), which a re-run collects."""
+    queued = queued or {}
+    groups: dict[str, list[str]] = {"kept": [], "interrupted": [], "queued": [], "not started": []}
     for label, record in zip(labels, records):
         status = (record or {}).get("status")
-        key = "kept" if status in ("completed", "diverged", "failed") else "interrupted" if record else "not started"
+        key = ("kept" if status in ("completed", "diverged", "failed") else "queued" if label in queued
+               else "interrupted" if record else "not started")
         groups[key].append(label)
     lines = [f"stopped by {signal.Signals(STATE.signum or signal.SIGTERM).name}: {len(groups['kept'])} cell(s) kept, "
              f"{len(groups['interrupted'])} interrupted (resume from their last checkpoint), "
-             f"{len(groups['not started'])} not started; run the same command again to finish"]
+             + (f"{len(groups['queued'])} left to their queued or running Slurm jobs, " if queued else "")
+             + f"{len(groups['not started'])} not started; run the same command again to finish"]
     lines += [f"  interrupted: {label}" for label in groups["interrupted"]]
+    lines += [f"  left to Slurm: {label}: {queued[label]}" for label in groups["queued"]]
     return "\n".join(lines)

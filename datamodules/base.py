@@ -36,7 +36,10 @@ class IndexBatchLoader:
     Training (``shuffle=True``): each rank of a distributed run takes an equal-length slice of
     the shuffled indices, so gradient all-reduces stay in step. Evaluation (``shuffle=False``):
     the fixed batches ``[j*b, (j+1)*b)`` are dealt round-robin to the ranks with no padding, so
-    every example counts exactly once and each batch is the same as on one process.
+    every example counts exactly once and each batch is the same as on one process. A rank left
+    without a batch (fewer batches than ranks: digits' 200 validation images in batches of 500)
+    gets one empty batch (its index one past the split's last): Lightning refuses a loader of length 0, and every rank must
+    reach the epoch end, where the evaluators' sums are reduced across ranks.
     """
 
     def __init__(self, x: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int,
@@ -60,7 +63,7 @@ class IndexBatchLoader:
             idx = idx[: n - n % self.world_size][self.rank :: self.world_size]
             return [(j, idx[j * b : (j + 1) * b]) for j in range(math.ceil(len(idx) / b))]
         starts = range(self.rank * b, n, b * self.world_size)
-        return [(s // b, torch.arange(s, min(s + b, n))) for s in starts]
+        return [(s // b, torch.arange(s, min(s + b, n))) for s in starts] or [(math.ceil(n / b), torch.arange(0))]
 
     def __len__(self) -> int:
         return len(self._batches())

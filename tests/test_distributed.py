@@ -37,3 +37,28 @@ def test_padding_would_have_been_visible(trained_run):
     assert record["protocol"]["split"]["test"] == 101
     over = evaluate_run(run_dir, overrides={"data": {"init_args": {"test_size": 100}}})
     assert abs(over["test/nll_k50"] - record["metrics"]["test/nll_k50"]) > 1e-6
+
+
+def test_two_process_ddp_training_where_a_rank_has_no_evaluation_batch(tmp_path):
+    """digits' 200 validation and 300 test images in batches of 500 (the default): one batch each, so
+    rank 1 has none. Lightning refused such a loader ("zero length") and the run failed; now that rank
+    gets an empty batch and the 2-process val and test metrics are those of 1 process on the same weights."""
+    import lightning as L
+
+    from benchmarks.evaluate import load_run
+
+    config = resolve_config("vae", "digits", 0, parse_set([
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3", "model.hidden=[16]", "model.latent_dim=2",
+        "module.eval_k=[1,5]", "module.val_k=[1]", "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.strategy=ddp_spawn"]))
+    assert config["data"]["init_args"]["eval_batch_size"] == 500
+    record = run_cell(config, tmp_path, enable_progress_bar=False)
+    assert record["status"] == "completed", record.get("error")
+    run_dir = tmp_path / record["run_id"]
+    _, datamodule, module = load_run(run_dir, None, run_dir / "checkpoints" / "last.ckpt")
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False)
+    one = {**trainer.validate(module, datamodule=datamodule, verbose=False)[0],
+           **trainer.test(module, datamodule=datamodule, verbose=False)[0]}
+    for name in ("val/nll_k1", "val/neg_elbo", "test/nll_k1", "test/nll_k5", "test/neg_elbo", "test/knn_error_k5"):
+        assert abs(record["metrics"][name] - one[name]) < 1e-6, (name, record["metrics"][name], one[name])

@@ -49,7 +49,7 @@ def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp
     out = tmp_path / "stopped"
     stopped = run_cell(config(), out, callbacks=[SignalAtStep(stop_step)], enable_progress_bar=False)
     assert stopped["status"] == "interrupted" and stopped["steps"] == stop_step + 1
-    # mid-epoch: saved where it stopped; after an epoch's last batch: that epoch's start (resume.save_on_stop)
+    # mid-epoch: saved where it stopped; after an epoch's last batch: that epoch's start (resume.save_resume_point)
     ckpt = torch.load(out / stopped["run_id"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == (stop_step + 1 if stop_step == 17 else 13)
     signals.install()  # a new process would start without the stop request

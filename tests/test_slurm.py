@@ -199,3 +199,49 @@ overrides:{TINY.replace("max_epochs: 2", "max_epochs: 40")}
 
     assert main(cmd) == 0  # all done: nothing submitted
     assert "submitted" not in capsys.readouterr().out.replace("not submitted again", "")
+
+
+def test_a_waiting_submitter_stopped_by_sigterm_names_the_queued_jobs_leaves_them_and_exits_nonzero(tmp_path):
+    """The jobs belong to Slurm: the submitter stops waiting (promptly, poll or not), cancels nothing,
+    says which cells' jobs are still queued or running, and exits 143 (a re-run collects them)."""
+    import subprocess
+    import sys
+
+    spec = write(tmp_path, f"""
+name: waited
+methods: [vae]
+datasets: [digits]
+seeds: [0, 1]
+overrides:{TINY.replace("max_epochs: 2", "max_epochs: 400")}
+""")
+    _, cells = load_spec(spec)
+    out = tmp_path / "out"
+    root = Path(__file__).resolve().parents[1]
+    log = tmp_path / "submitter.log"  # a file, not a pipe: the local jobs inherit it and keep it open
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.cli", "matrix", str(spec), "--out", str(out),
+                                 "--launcher", "slurm", "--cluster", "local", "--cpus-per-cell", "1", "--time-min", "10"],
+                                env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1",
+                                     "PYTHONUNBUFFERED": "1"}, stdout=fh, stderr=subprocess.STDOUT)
+    jobs: list[int] = []
+    try:
+        wait_until(lambda: all((out / run_id(c.config) / JOB_FILE).exists() for c in cells), 120, "the submission")
+        jobs = [int(job_of(out, c)["job_id"]) for c in cells]
+        time.sleep(1.0)  # into the wait
+        t_signal = time.time()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        text = log.read_text()
+        assert proc.returncode == 143, text[-3000:]
+        assert time.time() - t_signal < 15
+        assert all(alive(j) for j in jobs), "a queued or running job was cancelled"
+        after = text[text.index("stopped waiting"):]
+        for cell, job in zip(cells, jobs):  # each cell named with its job, as left, not as "not started"
+            assert f"left to Slurm: {cell.label}: job {job} (RUNNING)" in after, text[-3000:]
+        assert "0 not started" in after and "Traceback" not in text
+    finally:
+        proc.kill()
+        victims = set(jobs) | {d for j in jobs for d in descendants(j)}
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        assert_all_gone(victims)

@@ -107,6 +107,8 @@ class LatentStructureEvaluator:
     @torch.no_grad()
     def update(self, model: Any, batch: Batch) -> None:
         x, y, self.model = batch.x, batch.y, model
+        if not len(x):  # a rank's empty share of a small split: nothing to encode, the model is known
+            return
         weights = component_weights(model, x)
         if weights is not None:
             total = weights.double().sum(0).cpu()

@@ -1,6 +1,7 @@
 """The log-likelihood evaluation protocol shared by every latent-variable method."""
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -32,6 +33,8 @@ class LogLikelihoodEvaluator(nn.Module):
     @torch.no_grad()
     def update(self, model: LatentVariableModel, batch: Batch) -> None:
         x, batch_index = batch.x, batch.index
+        if not len(x):  # a rank's empty share of a small split (datamodules.base.IndexBatchLoader)
+            return
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed * 1_000_003 + batch_index)
@@ -43,11 +46,19 @@ class LogLikelihoodEvaluator(nn.Module):
             self.metrics["neg_elbo"].update(-elbo)
 
     def compute(self) -> dict[str, Tensor]:
-        """The split's means (synced across processes); metrics with no data are left out."""
+        """The split's means (synced across processes); metrics with no data are left out.
+
+        Every process computes every metric, whether or not it saw data: the reduction is collective
+        (a process that skipped it would leave the others waiting), and only its result says
+        whether any process had data for a metric.
+        """
         out = {}
-        for name, metric in self.metrics.items():
-            if metric.update_called:
-                out[name] = metric.compute()
+        with warnings.catch_warnings():  # computed before any update on purpose (above)
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            for name, metric in self.metrics.items():
+                value = metric.compute()
+                if metric.examples:
+                    out[name] = value
         return out
 
     def reset(self) -> None:

@@ -28,4 +28,5 @@ class MeanPerExample(Metric):
         self.count += values.numel()
 
     def compute(self) -> Tensor:
+        self.examples = int(self.count)  # reduced across processes here: 0 means the split gave it no data
         return self.total / self.count

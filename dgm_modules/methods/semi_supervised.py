@@ -37,7 +37,7 @@ class SemiSupervisedMethod(VariationalMethod):
         return out.loss
 
     def _accuracy(self, metric: MulticlassAccuracy, batch: Batch) -> None:
-        if batch.y is not None and bool((batch.y >= 0).all()):
+        if batch.y is not None and len(batch.y) and bool((batch.y >= 0).all()):  # not a rank's empty share
             metric.update(self.model.classify(batch.x).argmax(-1), batch.y)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -57,6 +57,7 @@ class SemiSupervisedMethod(VariationalMethod):
         self._log_accuracy(self.test_accuracy, "test")
 
     def _log_accuracy(self, metric: MulticlassAccuracy, stage: str) -> None:
-        if metric.update_called:
+        # computed on every rank if on any (the reduction is collective), whichever saw labelled batches
+        if self.trainer.strategy.reduce_boolean_decision(metric.update_called, all=False):
             self.log(f"{stage}/accuracy", metric.compute(), sync_dist=False)
         metric.reset()
