@@ -155,3 +155,46 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
     means[:, 3] = 0.05 * torch.randn(2000)  # 0.0025 < 0.01: inactive (Burda et al.'s threshold)
     means[:, 4] = 0.15 * torch.randn(2000)  # 0.0225 > 0.01: active
     assert active_units(means) == 4
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_fused_bounds_equal_a_per_sample_reference(likelihood):
+    """The chunked, blocked, in-place L_k of the Gaussian VAE against one (image, sample) pair at a time
+    in float64 through torch.distributions, on the same noise: a dropped or repeated chunk or block, a
+    wrong running log-sum-exp or a wrong fast density each move L_k by far more than the tolerance."""
+    import dgm_modules.models.gaussian_vae as gaussian_vae
+    from torch.distributions import Bernoulli, Independent, Normal
+
+    torch.manual_seed(0)
+    model = gaussian_vae.GaussianVAE((1, 9, 9), latent_dim=3, hidden=(16, 8), likelihood=likelihood)
+    with torch.no_grad():  # large logits exercise the stable branches of the fast Bernoulli density
+        model.generative[-1].weight.mul_(8)
+    x = torch.rand(3, 1, 9, 9)
+    x = torch.bernoulli(x) if likelihood == "bernoulli" else x
+    ks, max_pairs = [7, 60], 15  # 5 samples a chunk: chunks of 5, 2 (to k=7), then 5, ..., 3
+    old_block = gaussian_vae._BLOCK_PAIRS
+    gaussian_vae._BLOCK_PAIRS = 6  # blocks of 2 samples inside each chunk
+    try:
+        torch.manual_seed(1)
+        fused = importance_weighted_bounds(model, x, ks, max_pairs)
+    finally:
+        gaussian_vae._BLOCK_PAIRS = old_block
+
+    ref_model = model.double()
+    xd = x.double().flatten(1)
+    mu, log_std = ref_model.inference(xd).chunk(2, -1)
+    torch.manual_seed(1)  # replay the draws: one standard-normal tensor [n, B, latent] per chunk
+    sizes = [5, 2] + [5] * 10 + [3]
+    eps = torch.cat([torch.empty(n, 3, 3).normal_() for n in sizes]).double()
+    log_w = torch.empty(60, 3, dtype=torch.float64)
+    for i in range(60):
+        for b in range(3):
+            z = mu[b] + eps[i, b] * log_std[b].exp()
+            out = ref_model.generative(z)
+            p_x = (Bernoulli(logits=out) if likelihood == "bernoulli"
+                   else Normal(torch.sigmoid(out), model.obs_sigma))
+            log_w[i, b] = (Normal(0.0, 1.0).log_prob(z).sum() + Independent(p_x, 1).log_prob(xd[b])
+                           - Normal(mu[b], log_std[b].exp()).log_prob(z).sum())
+    for k in ks:
+        ref = torch.logsumexp(log_w[:k], 0) - math.log(k)
+        assert torch.allclose(fused[k], ref, rtol=0, atol=2e-4), (k, fused[k], ref)

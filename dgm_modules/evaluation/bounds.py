@@ -35,12 +35,13 @@ def importance_weighted_bounds(model: LatentVariableModel, x: Tensor, ks: Sequen
         parts = [importance_weighted_bounds(model, xs, ks, max_pairs) for xs in x.split(max_pairs)]
         return {k: torch.cat([p[k] for p in parts]) for k in ks}
     per_chunk = max(1, max_pairs // x.shape[0])
+    log_weights = model.importance_sampler(x)
     running: Tensor | None = None
     done, out = 0, {}
     for target in ks:
         while done < target:
             n = min(per_chunk, target - done)
-            lse = torch.logsumexp(model.log_weights(x, n, reparam=True).double(), 0)
+            lse = torch.logsumexp(log_weights(n).double(), 0)
             running = lse if running is None else torch.logaddexp(running, lse)
             done += n
         out[target] = running - math.log(target)

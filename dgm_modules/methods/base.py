@@ -115,6 +115,15 @@ class EvaluatedMethod(L.LightningModule):
     def evaluators(self, stage: str) -> list[Evaluator]:  # pragma: no cover - every method overrides
         raise NotImplementedError
 
+    def transfer_batch_to_device(self, batch: object, device: torch.device, dataloader_idx: int) -> object:
+        # Lightning's generic transfer walks the batch with isinstance checks every step (~50 us, about
+        # 1% of a batch-20 CPU step); a Batch is two tensors, moved as Lightning would move them
+        if not isinstance(batch, Batch):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        non_blocking = device.type not in ("cpu", "mps")  # as Lightning's own transfer
+        y = None if batch.y is None else batch.y.to(device, non_blocking=non_blocking)
+        return Batch(batch.x.to(device, non_blocking=non_blocking), y, batch.index)
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         for evaluator in self.evaluators("val"):
             evaluator.update(self.model, batch)

@@ -6,7 +6,7 @@ the sleep phase only ever call the methods below.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +63,13 @@ class LatentVariableModel(nn.Module, ABC):
         """``log p(x, z_i) - log q(z_i | x)`` for ``z_i ~ q``: ``[k, B]``."""
         z, log_q = self.sample_q(x, k, reparam)
         return self.log_joint(x, z) - log_q
+
+    def importance_sampler(self, x: Tensor) -> Callable[[int], Tensor]:
+        """``n -> log_weights(x, n)`` for one fixed batch: the inner loop of the ``L_k`` bounds, which
+        asks it for chunk after chunk of samples (without gradients). Models may override it to do once
+        what depends only on ``x`` (the encoder) and to use faster arithmetic, equal to
+        :meth:`log_weights` to float rounding with the same random draws."""
+        return lambda n: self.log_weights(x, n, reparam=True)
 
     def analytic_elbo(self, x: Tensor) -> Tensor | None:
         """The ELBO with the KL term in closed form where it exists (``[B]``), else ``None``."""

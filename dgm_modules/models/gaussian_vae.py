@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from dgm_modules.models.base import ExplicitLatentModel, LatentKind
-from dgm_modules.models.likelihoods import bernoulli_log_likelihood, gaussian_log_likelihood
+from dgm_modules.models.likelihoods import (bernoulli_log_likelihood, bernoulli_log_likelihood_linear,
+                                            gaussian_log_likelihood)
 from dgm_modules.networks.mlp import MLP
 from dgm_modules.registry import MODELS
+
+#: (image, sample) pairs per decoder block in L_k evaluation: large enough for efficient matmuls, small
+#: enough ([4096, 784] float32 is 12 MiB) that the likelihood's elementwise passes run from cache; on a
+#: 1-thread EPYC, 2k-4k pairs were fastest, 8k pairs (at chunk_pairs 65536) 25% slower
+_BLOCK_PAIRS = 4096
 
 
 @MODELS.register("gaussian-vae")
@@ -72,6 +78,28 @@ class GaussianVAE(ExplicitLatentModel):
         if self.likelihood_kind == "gaussian":
             return gaussian_log_likelihood(torch.sigmoid(out), x.flatten(1), self.obs_sigma)
         return bernoulli_log_likelihood(out, x.flatten(1))
+
+    def importance_sampler(self, x: Tensor) -> Callable[[int], Tensor]:
+        # the encoder once per batch, not once per chunk; the same draws as log_weights (one rsample)
+        q, prior, xf = self.q(x), self.prior(), x.flatten(1)
+        block = max(1, _BLOCK_PAIRS // xf.shape[0])
+
+        def log_weights(n: int) -> Tensor:
+            z = q.rsample((n,))
+            # the decoder in blocks of samples, so each block's [pairs, pixels] passes stay in cache
+            ll = torch.cat([self._log_likelihood_inplace(xf, zb) for zb in z.split(block)])
+            return prior.log_prob(z) + ll - q.log_prob(z)
+
+        return log_weights
+
+    @torch.no_grad()
+    def _log_likelihood_inplace(self, xf: Tensor, z: Tensor) -> Tensor:
+        """:meth:`log_likelihood` to float rounding, with in-place arithmetic (evaluation only)."""
+        if self.likelihood_kind == "gaussian":
+            return gaussian_log_likelihood(self.generative.forward_inplace(z).sigmoid_(), xf, self.obs_sigma)
+        last = self.generative[-1]
+        return bernoulli_log_likelihood_linear(self.generative.forward_inplace(z, hidden_only=True),
+                                               last.weight, last.bias, xf)
 
     def analytic_elbo(self, x: Tensor) -> Tensor:
         q = self.q(x)
