@@ -158,6 +158,23 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies():
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_importance_sampler_equals_log_weights_for_a_conv_decoder(likelihood):
+    """Subclasses of the Gaussian VAE with other decoders (the VAE-GAN's conv nets) take the generic
+    density inside the fast sampler: the same draws give the same log-weights as log_weights."""
+    from dgm_modules.models.gan import VAEGAN
+
+    torch.manual_seed(0)
+    model = VAEGAN((1, 8, 8), latent_dim=3, channels=4, likelihood=likelihood).eval()
+    x = torch.rand(5, 1, 8, 8)
+    torch.manual_seed(1)
+    fast = model.importance_sampler(x)(6)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        reference = model.log_weights(x, 6)
+    assert fast.shape == (6, 5) and torch.allclose(fast, reference, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_fused_bounds_equal_a_per_sample_reference(likelihood):
     """The chunked, blocked, in-place L_k of the Gaussian VAE against one (image, sample) pair at a time
     in float64 through torch.distributions, on the same noise: a dropped or repeated chunk or block, a

@@ -95,6 +95,8 @@ class GaussianVAE(ExplicitLatentModel):
     @torch.no_grad()
     def _log_likelihood_inplace(self, xf: Tensor, z: Tensor) -> Tensor:
         """:meth:`log_likelihood` to float rounding, with in-place arithmetic (evaluation only)."""
+        if not isinstance(self.generative, MLP) or type(self).log_likelihood is not GaussianVAE.log_likelihood:
+            return self.log_likelihood(xf, z)  # another decoder (the VAE-GAN's conv net) or density
         if self.likelihood_kind == "gaussian":
             return gaussian_log_likelihood(self.generative.forward_inplace(z).sigmoid_(), xf, self.obs_sigma)
         last = self.generative[-1]
