@@ -21,6 +21,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")  # small data: epoch-level logs
     warnings.filterwarnings("ignore", ".*will save all extracted features in buffer.*")  # KID, by design
+    # the methods move their Batch themselves (cheaper than Lightning's generic walk), by design
+    warnings.filterwarnings("ignore", ".*overridden `transfer_batch_to_device`.*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
                  "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
