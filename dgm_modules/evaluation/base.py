@@ -22,3 +22,21 @@ class Evaluator(Protocol):
     def compute(self) -> dict[str, Any]: ...
 
     def reset(self) -> None: ...
+
+
+class WholeSplitEvaluator:
+    """An evaluator that reads the DataModule, not the batches (FID of samples, reconstructions of the
+    whole test split): ``update`` only remembers the model, ``compute`` does the work once."""
+
+    def __init__(self) -> None:
+        self.datamodule: Any = None
+        self.model: Any = None
+
+    def bind_data(self, datamodule: Any) -> None:
+        self.datamodule = datamodule
+
+    def update(self, model: Any, batch: Batch) -> None:
+        self.model = model
+
+    def reset(self) -> None:
+        self.model = None

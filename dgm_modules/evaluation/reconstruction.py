@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dgm_modules.evaluation.base import WholeSplitEvaluator
 from dgm_modules.models.capabilities import ExplicitLatent
 from dgm_modules.networks.feature_nets import feature_net_for
 
@@ -60,22 +61,9 @@ def recon_accuracy_of_run(model: nn.Module, datamodule: Any) -> dict[str, float]
     return {"recon_accuracy": recon_accuracy(model, net, x, y)}
 
 
-class ReconstructionAccuracyEvaluator:
+class ReconstructionAccuracyEvaluator(WholeSplitEvaluator):
     """The test split's ``recon_accuracy`` as an evaluator: reconstructs the whole split once, at
     :meth:`compute` (like FID, it reads the DataModule, not the batches)."""
 
-    def __init__(self) -> None:
-        self.datamodule: Any = None
-        self.model: Any = None
-
-    def bind_data(self, datamodule: Any) -> None:
-        self.datamodule = datamodule
-
-    def update(self, model: Any, batch: Any) -> None:
-        self.model = model
-
     def compute(self) -> dict[str, float]:
         return recon_accuracy_of_run(self.model, self.datamodule) if self.model is not None else {}
-
-    def reset(self) -> None:
-        self.model = None

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from dgm_modules.evaluation.base import WholeSplitEvaluator
 from dgm_modules.networks.feature_nets import FeatureExtractor, _write_atomic, cache_root, feature_net_for
 
 
@@ -68,7 +69,7 @@ def fid_kid(extractor: FeatureExtractor, real: dict[str, Tensor], fake: Tensor, 
         return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
 
 
-class SampleQualityEvaluator:
+class SampleQualityEvaluator(WholeSplitEvaluator):
     """At test end: draw ``num_samples`` images from the model, score them against the test split.
 
     Samples are intensities in [0, 1]; under a binarised data protocol they are binarised the
@@ -89,21 +90,10 @@ class SampleQualityEvaluator:
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
         self.feature_net: str | None = None
         self.feature_net_sha256: str | None = None
-        self.datamodule: Any = None
-        self.model: Any = None
-
-    def bind_data(self, datamodule: Any) -> None:
-        self.datamodule = datamodule
-
-    def update(self, model: Any, batch: Any) -> None:
-        """Only remembers the model: its samples are drawn once, in :meth:`compute`."""
-        self.model = model
+        super().__init__()  # update() only remembers the model: its samples are drawn once, in compute()
 
     def compute(self) -> dict[str, float]:
         return self.evaluate(self.model.sample, self.datamodule)
-
-    def reset(self) -> None:
-        self.model = None
 
     def evaluate(self, sample: Callable[[int], Tensor], datamodule: Any) -> dict[str, float]:
         """``{"fid_n{N}", "kid_n{N}", "kid_std_n{N}"}`` for the model's ``sample(n)``."""
