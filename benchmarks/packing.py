@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: the only module a packed group wraps; the others train with loops of their own
 PACKABLE_MODULES = ("variational",)
 #: optional sections whose callbacks work on one cell's module
-PER_CELL_SECTIONS = ("gradvar", "curve", "early_stopping", "ais")
+PER_CELL_SECTIONS = ("gradvar", "curve", "early_stopping", "ais", "checkpoint")
 PACKED_DIR = "packed"
 
 
@@ -73,8 +73,6 @@ def unpackable(config: dict) -> str | None:
     present = [s for s in PER_CELL_SECTIONS if s in config]
     if present:
         return f"its {', '.join(present)} callbacks run on one cell's module"
-    if "checkpoint" in config:
-        return "a packed group saves checkpoints at epoch ends only (checkpoint.every_n_steps / every_minutes)"
     clip = config["trainer"].get("gradient_clip_val")
     if clip:
         return "gradient clipping by norm would mix the replicas (trainer.gradient_clip_val)"

@@ -1,6 +1,5 @@
 """``checkpoint.every_n_steps``: a process killed without a signal (SIGKILL) resumes from the last
 periodic mid-epoch checkpoint and ends exactly where an uninterrupted run ends."""
-import csv
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ from benchmarks.config import resolve_config
 from benchmarks.run import run_cell, run_id
 from benchmarks.run_cli import parse_run
 from dgm_modules.registry import ConfigError
+from resume_checks import assert_same_rows, history
 
 ROOT = Path(__file__).resolve().parents[1]
 # digits: 1297 training images, batch 100 -> 13 steps an epoch, 39 in all; dynamic binarisation
@@ -27,11 +27,6 @@ KILL_AT = 23  # in epoch 1 (steps 13-25): the last checkpoint is step 20's, step
 def child(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
-
-
-def history(run_dir: Path) -> list[dict]:
-    with open(run_dir / "logs" / "metrics.csv") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_a_killed_run_resumes_from_its_last_periodic_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path):
@@ -61,13 +56,7 @@ def test_a_killed_run_resumes_from_its_last_periodic_checkpoint_and_ends_as_an_u
         assert record["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     rows_whole, rows_resumed = history(tmp_path / "whole" / whole["run_id"]), history(run_dir)
     assert len(rows_resumed) == len(rows_whole)  # epoch 0's rows kept from the killed process, none repeated
-    for a, b in zip(rows_whole, rows_resumed):
-        assert a.keys() == b.keys()
-        for key in a:
-            if a[key] == "" or b[key] == "":
-                assert a[key] == b[key], key
-            else:
-                assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-6, abs=1e-9), key
+    assert_same_rows(rows_whole, rows_resumed)
 
 
 def test_the_option_is_checked_up_front_and_leaves_the_run_identity_alone():

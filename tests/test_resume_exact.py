@@ -1,5 +1,4 @@
 """A cell stopped mid-epoch by a signal and resumed ends exactly where an uninterrupted run ends."""
-import csv
 import signal
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from benchmarks import signals
 from benchmarks.config import resolve_config
 from benchmarks.run import run_cell
+from resume_checks import assert_same_rows, history
 
 pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
@@ -32,11 +32,6 @@ def config(seed: int = 0, log_every_n_steps: int = 0) -> dict:
         "module": {"init_args": {"eval_k": [1, 5], "val_k": [1], "log_every_n_steps": log_every_n_steps}},
         "data": {"init_args": {"batch_size": 100}},
         "trainer": {"max_epochs": 3, "accelerator": "cpu"}})
-
-
-def history(run_dir: Path) -> list[dict]:
-    with open(run_dir / "logs" / "metrics.csv") as fh:
-        return list(csv.DictReader(fh))
 
 
 # mid-epoch 1; the last batch of epoch 1 (13 batches an epoch); mid-epoch 1 with means of every 5 batches
@@ -68,13 +63,7 @@ def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp
     rows_whole, rows_resumed = history(tmp_path / "whole" / whole["run_id"]), history(out / resumed["run_id"])
     assert len(rows_resumed) == len(rows_whole)  # no row lost, none repeated
     assert sum("train/loss_step" in r and r["train/loss_step"] != "" for r in rows_whole) == (7 if interval else 0)
-    for a, b in zip(rows_whole, rows_resumed):
-        assert a.keys() == b.keys()
-        for key in a:
-            if a[key] == "" or b[key] == "":
-                assert a[key] == b[key], key
-            else:
-                assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-6, abs=1e-9), key
+    assert_same_rows(rows_whole, rows_resumed)
 
 
 @pytest.mark.slow

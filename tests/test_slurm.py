@@ -59,6 +59,17 @@ def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
     return path
 
 
+def two_seed_spec(tmp_path: Path, name: str, max_epochs: int) -> Path:
+    """Two VAE cells (seeds 0, 1) on digits that train long enough to still be queued or running."""
+    return write(tmp_path, f"""
+name: {name}
+methods: [vae]
+datasets: [digits]
+seeds: [0, 1]
+overrides:{TINY.replace("max_epochs: 2", f"max_epochs: {max_epochs}")}
+""")
+
+
 def test_each_cells_resources_reach_its_sbatch_script_and_trainer(tmp_path, srun_on_path):
     _, cells = load_spec(write(tmp_path, RESOURCES_SPEC))
     vae, iwae = ([c for c in cells if c.method == m] for m in ("vae", "iwae"))
@@ -163,13 +174,7 @@ overrides:{TINY.replace("max_epochs: 2", "max_epochs: 12")}
 def test_pending_or_running_cells_are_not_submitted_twice_and_no_wait_returns(tmp_path, capsys, keep_signal_handlers):
     from benchmarks.cli import main
 
-    spec = write(tmp_path, f"""
-name: dup
-methods: [vae]
-datasets: [digits]
-seeds: [0, 1]
-overrides:{TINY.replace("max_epochs: 2", "max_epochs: 40")}
-""")
+    spec = two_seed_spec(tmp_path, "dup", max_epochs=40)
     _, cells = load_spec(spec)
     out = tmp_path / "out"
     cmd = ["matrix", str(spec), "--out", str(out), "--launcher", "slurm", "--cluster", "local",
@@ -207,13 +212,7 @@ def test_a_waiting_submitter_stopped_by_sigterm_names_the_queued_jobs_leaves_the
     import subprocess
     import sys
 
-    spec = write(tmp_path, f"""
-name: waited
-methods: [vae]
-datasets: [digits]
-seeds: [0, 1]
-overrides:{TINY.replace("max_epochs: 2", "max_epochs: 400")}
-""")
+    spec = two_seed_spec(tmp_path, "waited", max_epochs=400)
     _, cells = load_spec(spec)
     out = tmp_path / "out"
     root = Path(__file__).resolve().parents[1]
