@@ -53,8 +53,9 @@ class LatentVariableModel(nn.Module, ABC):
         """``log p(x, z)`` (prior plus likelihood, all layers) per sample: ``[k, B]``."""
 
     @abstractmethod
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
-        """Ancestral sample ``(x [n, ...], z)`` drawn top-down (the sleep phase's "dream")."""
+    def sample_joint(self, n: int, mean: bool = False) -> tuple[Tensor, Latents]:
+        """Ancestral sample ``(x [n, ...], z)`` drawn top-down (the sleep phase's "dream"); with
+        ``mean=True`` ``x`` is the mean of ``p(x | z)`` at the drawn latents instead of a draw."""
 
     # Optional: ``log_q(x, z)``, ``log q(z | x)`` of given latents ``[k, B, ...]`` as ``[k, B]``
     # (capabilities.ScoresLatents): the sleep phase and the path-derivative estimators need it.
@@ -77,8 +78,11 @@ class LatentVariableModel(nn.Module, ABC):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        """Draw ``n`` images from the model."""
-        return self.sample_joint(n)[0]
+        """``n`` images from the model as papers show them and FID scores them: the mean of
+        ``p(x | z)`` (pixel intensities) at ``n`` ancestral draws of the latents. (A draw of
+        Bernoulli pixels would be a binary image, which on grey-level data FID would score
+        against grey test images: not what a GAN's or VAE-GAN's output is compared as.)"""
+        return self.sample_joint(n, mean=True)[0]
 
 
 class ExplicitLatentModel(LatentVariableModel):
@@ -120,6 +124,7 @@ class ExplicitLatentModel(LatentVariableModel):
         (z0,) = z
         return self.prior().log_prob(z0) + self.log_likelihood(x, z0)
 
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
+    def sample_joint(self, n: int, mean: bool = False) -> tuple[Tensor, Latents]:
         z = self.clamp_latent(self.prior().sample((n,)))
-        return self.likelihood(z).sample().view(n, *self.input_shape), (z,)
+        px = self.likelihood(z)
+        return (px.mean if mean else px.sample()).view(n, *self.input_shape), (z,)

@@ -115,7 +115,3 @@ class VAEGAN(GaussianVAE):
         """The decoder's mean image (Bernoulli probabilities or Gaussian means), ``[B, *input_shape]``."""
         return self.likelihood(z).mean.view(-1, *self.input_shape)
 
-    @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        """Mean images of prior draws: the generator's output, as the paper shows them."""
-        return self.decode(self.prior().sample((n,)))

@@ -115,12 +115,12 @@ class HierarchicalGaussianVAE(LatentVariableModel):
             total = total + self.p_layer(l, z[l + 1]).log_prob(z[l])
         return total + bernoulli_log_likelihood(self.generative["likelihood"](z[0]), x.flatten(1))
 
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
+    def sample_joint(self, n: int, mean: bool = False) -> tuple[Tensor, Latents]:
         z = [self.prior().sample((n,))]
         for l in range(len(self.latent_dims) - 2, -1, -1):
             z.insert(0, self.p_layer(l, z[0]).sample())
-        x = Bernoulli(logits=self.generative["likelihood"](z[0]), validate_args=False).sample()
-        return x.view(n, *self.input_shape), tuple(z)
+        px = Bernoulli(logits=self.generative["likelihood"](z[0]), validate_args=False)
+        return (px.mean if mean else px.sample()).view(n, *self.input_shape), tuple(z)
 
     @torch.no_grad()
     def layer_means(self, x: Tensor) -> tuple[Tensor, ...]:

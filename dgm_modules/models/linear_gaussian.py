@@ -48,9 +48,11 @@ class LinearGaussian(ExplicitLatentModel):
     def likelihood(self, z: Tensor) -> Independent:
         return Independent(Normal(self.generative(z), self.obs_std), 1)
 
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
+    def sample_joint(self, n: int, mean: bool = False) -> tuple[Tensor, Latents]:
         z = self.prior().sample((n,))
-        x = self.generative(z) + self.obs_std * torch.randn(n, self.generative.out_features, device=z.device)
+        x = self.generative(z)
+        if not mean:
+            x = x + self.obs_std * torch.randn(n, self.generative.out_features, device=z.device)
         return x.view(n, *self.input_shape), (z,)
 
     def marginal(self) -> MultivariateNormal:

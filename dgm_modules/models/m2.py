@@ -99,9 +99,10 @@ class M2(LatentVariableModel):
         return (self.prior_y().log_prob(y) + self.prior_z().log_prob(zz)
                 + self.likelihood(y, zz).log_prob(x.flatten(1)))
 
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
+    def sample_joint(self, n: int, mean: bool = False) -> tuple[Tensor, Latents]:
         y, z = self.prior_y().sample((n,)), self.prior_z().sample((n,))
-        return self.likelihood(y, z).sample().view(n, *self.input_shape), (y, z)
+        px = self.likelihood(y, z)
+        return (px.mean if mean else px.sample()).view(n, *self.input_shape), (y, z)
 
     # -- y summed out exactly --------------------------------------------------------------------
     def sample_z_per_class(self, x: Tensor, k: int = 1, reparam: bool = True) -> Tensor:

@@ -166,12 +166,12 @@ class SigmoidBeliefNet(LatentVariableModel):
         x_logits = gen["likelihood"](self.families[0].flatten(z[0]))
         return total + bernoulli_log_likelihood(x_logits, x.flatten(1))  # the pixels: the hot path of L_k
 
-    def sample_joint(self, n: int) -> tuple[Tensor, Latents]:
+    def sample_joint(self, n: int, mean: bool = False) -> tuple[Tensor, Latents]:
         gen = self.generative
         z = [self.families[-1].exact(gen["prior"]()).sample((n,))]
         for l in range(len(self.families) - 2, -1, -1):
             logits = gen["layers"][l](self.families[l + 1].flatten(z[0]))
             z.insert(0, self.families[l].exact(logits).sample())
         x_logits = gen["likelihood"](self.families[0].flatten(z[0]))
-        x = Bernoulli(logits=x_logits, validate_args=False).sample()
-        return x.view(n, *self.input_shape), tuple(z)
+        px = Bernoulli(logits=x_logits, validate_args=False)
+        return (px.mean if mean else px.sample()).view(n, *self.input_shape), tuple(z)
