@@ -363,7 +363,7 @@ def convergence(repro: Reproduction, records: list[dict | None], out: Path) -> P
             if matches(entry["match"], cell) and entry.get("scale", 1) == 1 and "nll" in entry["metric"]:
                 final = (record or {}).get("metrics", {}).get(entry["metric"])
                 curves.append({"label": entry["label"], "run_dir": out / "runs" / run_id(cell.config),
-                               "published": entry.get("value"), "final": final})
+                               "metric": entry["metric"], "published": entry.get("value"), "final": final})
                 break
     return convergence_figure(curves, out / "convergence.png", f"{repro.title} ({repro.budget} budget)")
 

@@ -88,3 +88,20 @@ def test_reproduce_draws_the_convergence_figure_and_reports_without_retraining(s
     # the report's wall time is the cells' own (from their records), not the report's second
     cell_s = json.loads((run_dir / "record.json").read_text())["wall_time_s"]
     assert f"Wall time: the cells' own, longest {cell_s:.0f} s" in (out / "table.md").read_text()
+
+
+def test_a_row_of_another_bound_gets_its_star_not_the_curve_under_its_name(tmp_path):
+    """The sbn-nvil figure once drew the -L_1 curve twice, the second time labelled as the -L_1000 row."""
+    from benchmarks.figures.convergence import plot_lines
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics.csv").write_text(
+        "epoch,curve/test_nll_k1,test/nll_k1\n0,150.0,\n1,120.0,\n1,,120.0\n")
+    rows = [{"label": "NVIL", "run_dir": tmp_path, "metric": "test/nll_k1", "published": 113.5, "final": 120.0},
+            {"label": "NVIL, -L_1000", "run_dir": tmp_path, "metric": "test/nll_k1000", "published": None,
+             "final": 108.4}]
+    curve, star, other = plot_lines(rows)
+    assert (curve["xs"], curve["ys"], curve["style"]) == ([1, 2], [150.0, 120.0], "o-")
+    assert (star["xs"], star["ys"], star["style"], star["published"]) == ([2], [120.0], "*", 113.5)
+    assert (other["xs"], other["ys"], other["style"]) == ([2], [108.4], "*")
+    assert other["label"] == "NVIL, -L_1000 (final -L_1000 only)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from pathlib import Path
 
 from benchmarks.figures import pyplot, save
@@ -27,29 +28,50 @@ def read_curve(run_dir: str | Path) -> tuple[str, list[tuple[int, float]]]:
     return column, sorted((p, v) for p, v in points.items() if math.isfinite(v))
 
 
-def convergence_figure(curves: list[dict], out: str | Path, title: str = "") -> Path | None:
-    """``curves``: ``{label, run_dir, published (or None), final (or None)}``; None when no run has a curve."""
-    fig, ax = pyplot().subplots(figsize=(7.5, 4.8))
-    drawn = 0
+def plot_lines(curves: list[dict]) -> list[dict]:
+    """What the figure draws, per row with a curve: ``{label, xs, ys, style, color, published}``.
+
+    ``curves``: ``{label, run_dir, metric, published (or None), final (or None)}``. A row whose metric
+    is the logged curve's gets the curve (``style "o-"``) and its final value as a star (``"*"``); a
+    row of another bound (a -L_1000 row beside a -L_1 curve) gets only its star, at the last pass,
+    never a copy of the other bound's curve under its own name.
+    """
+    lines = []
     for i, c in enumerate(curves):
         column, points = read_curve(c["run_dir"])
         if not points:
             continue
-        color = f"C{i % 10}"
-        ax.plot([p for p, _ in points], [v for _, v in points], "o-", ms=3, color=color,
-                label=f"{c['label']} ({column.split('/')[-1].replace('nll_', '-L_')})")
-        if c.get("final") is not None:
-            ax.plot([points[-1][0]], [c["final"]], "*", ms=10, color=color)
-        if c.get("published") is not None:
-            ax.axhline(c["published"], color=color, ls="--", lw=0.9)
-        drawn += 1
+        color, bound = f"C{i % 10}", column.split("/")[-1].removeprefix("test_")  # nll_k1
+        own = c.get("metric", f"test/{bound}") == f"test/{bound}"
+        if own:
+            lines.append({"label": f"{c['label']} ({bound.replace('nll_k', '-L_')})", "xs": [p for p, _ in points],
+                          "ys": [v for _, v in points], "style": "o-", "color": color, "published": None})
+        if c.get("final") is not None or not own:
+            final = c.get("final")
+            label = None if own else f"{c['label']} (final {c['metric'].split('/')[-1].replace('nll_k', '-L_')} only)"
+            lines.append({"label": label, "xs": [points[-1][0]] if final is not None else [],
+                          "ys": [final] if final is not None else [], "style": "*", "color": color, "published": None})
+        lines[-1]["published"] = c.get("published")
+    return lines
+
+
+def convergence_figure(curves: list[dict], out: str | Path, title: str = "") -> Path | None:
+    """The figure of :func:`plot_lines`; None when no run has a curve."""
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.8))
+    lines = plot_lines(curves)
+    drawn = len(lines)
+    for line in lines:
+        ax.plot(line["xs"], line["ys"], line["style"], ms=3 if line["style"] == "o-" else 10, color=line["color"],
+                label=line["label"])
+        if line["published"] is not None:
+            ax.axhline(line["published"], color=line["color"], ls="--", lw=0.9)
     if not drawn:
         pyplot().close(fig)
         return None
     ax.set_xscale("log")
     ax.set_xlabel("passes over the training data (log scale)")
     ax.set_ylabel("test negative bound (nats), lower is better")
-    ax.set_title(title or "convergence", fontsize=9)
+    ax.set_title(textwrap.fill(title or "convergence", 110), fontsize=8)  # long titles wrap, not cut
     ax.legend(fontsize=7, frameon=False)
     fig.text(0.01, 0.01, "dashed: published value of the row; star: the row's final test metric", fontsize=7)
     return save(fig, out)
