@@ -20,13 +20,16 @@ import json
 
 import torch
 from torch import Tensor
-from torch.distributions import MultivariateNormal
+from torch.distributions import Independent, MultivariateNormal, Normal
 
 
 @torch.no_grad()
 def aggregate_gaussian(model: torch.nn.Module, x: Tensor, batch_size: int = 500) -> MultivariateNormal:
     """The Gaussian with the mean and covariance of the mixture ``(1/N) sum_n q(z | x_n)``."""
     qs = [model.q(xb) for xb in x.split(batch_size)]
+    if not all(isinstance(q, Independent) and isinstance(q.base_dist, Normal) for q in qs):
+        raise ValueError(f"latent_gap needs a diagonal-Gaussian q(z | x); {type(model).__name__}'s q is "
+                         f"{type(qs[0]).__name__}: use it on the Gaussian VAEs (vae, vae-perceptual, vae-gan, ...)")
     mu = torch.cat([q.base_dist.loc for q in qs]).double()
     var = torch.cat([q.base_dist.scale for q in qs]).double().pow(2)
     # law of total covariance: Cov(E[z|x]) + E[Var(z|x)]

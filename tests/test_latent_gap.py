@@ -1,6 +1,7 @@
 """The ex-post Gaussian of benchmarks/latent_gap.py has the mixture's mean and covariance."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.distributions import Independent, Normal
 
@@ -27,3 +28,11 @@ def test_aggregate_gaussian_matches_draws_from_the_mixture_of_posteriors():
     # covariance entries agree to sampling error (about 0.3% of the variances at 1e6 draws);
     # dropping E[Var(z|x)] (0.25 on the first variance of 1.25) would miss by ten times the tolerance
     assert torch.allclose(fit.covariance_matrix, torch.cov(z.T), rtol=0.02, atol=0.01)
+
+
+def test_a_model_without_a_gaussian_posterior_is_refused_by_name():
+    from dgm_modules.components import MODELS
+
+    model = MODELS.get("stick-breaking-vae")((1, 8, 8))
+    with pytest.raises(ValueError, match="StickBreakingVAE's q is .*use it on the Gaussian VAEs"):
+        aggregate_gaussian(model, torch.rand(10, 1, 8, 8))
