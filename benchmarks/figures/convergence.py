@@ -43,15 +43,17 @@ def plot_lines(curves: list[dict]) -> list[dict]:
             continue
         color, bound = f"C{i % 10}", column.split("/")[-1].removeprefix("test_")  # nll_k1
         own = c.get("metric", f"test/{bound}") == f"test/{bound}"
+        final = c.get("final")
+        if not own and final is None:
+            continue  # another bound's row without its result yet: nothing of its own to draw
         if own:
             lines.append({"label": f"{c['label']} ({bound.replace('nll_k', '-L_')})", "xs": [p for p, _ in points],
                           "ys": [v for _, v in points], "style": "o-", "color": color, "published": None})
-        if c.get("final") is not None or not own:
-            final = c.get("final")
+        if final is not None:
             label = None if own else f"{c['label']} (final {c['metric'].split('/')[-1].replace('nll_k', '-L_')} only)"
-            lines.append({"label": label, "xs": [points[-1][0]] if final is not None else [],
-                          "ys": [final] if final is not None else [], "style": "*", "color": color, "published": None})
-        lines[-1]["published"] = c.get("published")
+            lines.append({"label": label, "xs": [points[-1][0]], "ys": [final], "style": "*", "color": color,
+                          "published": None})
+        lines[-1]["published"] = c.get("published")  # one dashed line per row, on its last entry
     return lines
 
 
