@@ -99,3 +99,38 @@ def test_perfect_reconstructions_score_the_classifier_own_accuracy():
     net = classifier_features("digits").net
     x, y = datamodule.test_x, datamodule.test_y
     assert recon_accuracy(Identity(), net, x, y, batch_size=97) == pytest.approx(accuracy(net, x, y), abs=1e-12)
+
+
+@pytest.mark.parametrize("with_reconstructions", [False, True])
+def test_the_discriminator_sees_prior_samples_and_reconstructions_only_if_asked(with_reconstructions):
+    """Each player's loss, recomputed by hand from the same draws: by default (the authors'
+    released code) the fakes are the prior samples alone; Algorithm 1 adds the reconstructions."""
+    from torch.nn.functional import softplus
+
+    from dgm_modules.models.gan import VAEGAN
+
+    model, x, n = VAEGAN((1, 8, 8), latent_dim=3, channels=4), torch.rand(6, 1, 8, 8), 6
+    objective = VAEGANLoss(gamma=0.3, discriminate_reconstructions=with_reconstructions)
+    torch.manual_seed(1)
+    out = objective.losses(model, x)
+    torch.manual_seed(1)  # the same draws of z ~ q(z|x) and z ~ p(z)
+    q = model.q(x)
+    x_rec, x_prior = model.decode(torch.cat([q.rsample(), model.prior().sample((n,))])).split(n)
+    f, d = model.discriminator.features_and_logit(torch.cat([x, x_rec, x_prior]))
+    (f_real, f_rec, _), (d_real, d_rec, d_prior) = f.split(n), d.split(n)
+    fakes = [d_rec, d_prior] if with_reconstructions else [d_prior]
+    # -log D = softplus(-logit), -log(1 - D) = softplus(logit)
+    dis = softplus(-d_real) + sum(softplus(d) for d in fakes)
+    gan = sum(softplus(-d) for d in fakes)
+    feature_nll = 0.5 * ((f_rec - f_real) ** 2).sum(1) + 0.5 * f.shape[1] * torch.log(torch.tensor(2 * torch.pi))
+    kl = torch.distributions.kl_divergence(q, model.prior())
+    torch.testing.assert_close(out["discriminator"].bound, dis.detach())
+    torch.testing.assert_close(out["decoder"].bound, (0.3 * feature_nll + gan).detach())
+    torch.testing.assert_close(out["encoder"].bound, (kl + feature_nll).detach())
+    fake_xent = torch.cat([softplus(d) for d in fakes]).mean()
+    torch.testing.assert_close(out["discriminator"].terms["fake_xent"], fake_xent.detach())
+
+
+def test_discriminate_reconstructions_must_be_a_bool():
+    with pytest.raises(ValueError, match="objective.discriminate_reconstructions"):
+        VAEGANLoss(discriminate_reconstructions="yes")
