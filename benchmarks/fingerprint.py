@@ -19,6 +19,7 @@ IGNORED: tuple[tuple[str, ...], ...] = (
     ("trainer", "enable_progress_bar"), ("trainer", "enable_model_summary"), ("trainer", "log_every_n_steps"),
     ("checkpoint",),  # how often a resume point is saved: a resumed run's numbers are the uninterrupted run's
     ("module", "init_args", "log_every_n_steps"),
+    ("module", "init_args", "steps_per_call"),  # optimiser steps per Lightning step: the same updates
 )
 
 #: switches added after records were published, with the options that act only through them: at the

@@ -38,6 +38,21 @@ def check_trainer(options: dict) -> None:
         raise ConfigError(f"trainer: {one_line(err)} (options {options})") from None
 
 
+def check_steps_per_call(config: dict) -> None:
+    """Several optimiser steps per Lightning step are the module's own (manual) optimisation, which
+    Lightning's gradient clipping and accumulation do not act on: refuse the pair by name."""
+    steps = config["module"].get("init_args", {}).get("steps_per_call", 1)
+    options = config["trainer"]
+    clashes = []
+    if options.get("gradient_clip_val") not in (None, 0):
+        clashes.append(f"trainer.gradient_clip_val={options['gradient_clip_val']}")
+    if options.get("accumulate_grad_batches", 1) != 1:
+        clashes.append(f"trainer.accumulate_grad_batches={options['accumulate_grad_batches']}")
+    if steps != 1 and clashes:
+        raise ConfigError(f"module.steps_per_call={steps} cannot be combined with {', '.join(clashes)}: "
+                          f"set module.steps_per_call=1 for them")
+
+
 def check_config(config: dict, trainer: bool = True, data: bool = True) -> None:
     """Build one resolved config; ``trainer``/``data``: also construct its Trainer, load its data."""
     from benchmarks.config import build
@@ -51,6 +66,7 @@ def check_config(config: dict, trainer: bool = True, data: bool = True) -> None:
         raise ConfigError(one_line(err)) from None
     if trainer:
         check_trainer(config["trainer"])
+        check_steps_per_call(config)
     if data:
         try:
             datamodule.prepare_data()

@@ -40,11 +40,17 @@ class IndexBatchLoader:
     without a batch (fewer batches than ranks: digits' 200 validation images in batches of 500)
     gets one empty batch (its index one past the split's last): Lightning refuses a loader of length 0, and every rank must
     reach the epoch end, where the evaluators' sums are reduced across ranks.
+
+    ``group`` > 1 yields lists of that many consecutive batches (the last list of an epoch may be
+    shorter), for a module that takes several optimiser steps per Lightning step: the batches and
+    their noise are exactly those of ``group=1``; ``skip`` still counts batches.
     """
 
     def __init__(self, x: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int,
-                 dynamic_binarize: bool, y: torch.Tensor | None = None, dequantize_width: float = 0.0) -> None:
+                 dynamic_binarize: bool, y: torch.Tensor | None = None, dequantize_width: float = 0.0,
+                 group: int = 1) -> None:
         self.x, self.y = x, y
+        self.group = group
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.dynamic_binarize = dynamic_binarize
         self.dequantize_width = dequantize_width  # > 0: add fresh U(0, width) noise to each use of an image
@@ -66,9 +72,22 @@ class IndexBatchLoader:
         return [(s // b, torch.arange(s, min(s + b, n))) for s in starts] or [(math.ceil(n / b), torch.arange(0))]
 
     def __len__(self) -> int:
-        return len(self._batches())
+        return math.ceil(len(self._batches()) / self.group)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch] | Iterator[list[Batch]]:
+        if self.group == 1:
+            yield from self._iter_batches()
+            return
+        group: list[Batch] = []
+        for batch in self._iter_batches():
+            group.append(batch)
+            if len(group) == self.group:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _iter_batches(self) -> Iterator[Batch]:
         batches = self._batches()
         # A fresh Bernoulli (or dequantisation) draw each time an image is used, reproducible per
         # (seed, epoch, rank).
@@ -252,7 +271,10 @@ class TensorDataModule(L.LightningDataModule):
             if trainer.world_size > 1:
                 loader.set_distributed(trainer.global_rank, trainer.world_size)
             if train:  # a resumed run continues the epoch-indexed shuffles and binarisation draws
-                loader.epoch, loader.skip = train_position(trainer)
+                # a module that steps several times per Lightning step takes its batches in groups
+                loader.group = getattr(trainer.lightning_module, "steps_per_call", 1)
+                loader.epoch, steps_done = train_position(trainer)
+                loader.skip = steps_done * loader.group  # Lightning counts groups; a mid-epoch stop ends a whole one
         return loader
 
     def train_dataloader(self) -> IndexBatchLoader:

@@ -25,33 +25,36 @@ class SignalAtStep(Callback):
             signals._handler(signal.SIGTERM, None)
 
 
-def config(seed: int = 0, log_every_n_steps: int = 0) -> dict:
+def config(seed: int = 0, log_every_n_steps: int = 0, steps_per_call: int = 1) -> dict:
     # digits: 1297 training images, batch 100 -> 13 batches an epoch; dynamic binarisation
     return resolve_config("vae", "digits", seed, {
         "model": {"init_args": {"latent_dim": 2, "hidden": [32]}},
-        "module": {"init_args": {"eval_k": [1, 5], "val_k": [1], "log_every_n_steps": log_every_n_steps}},
+        "module": {"init_args": {"eval_k": [1, 5], "val_k": [1], "log_every_n_steps": log_every_n_steps,
+                                 "steps_per_call": steps_per_call}},
         "data": {"init_args": {"batch_size": 100}},
         "trainer": {"max_epochs": 3, "accelerator": "cpu"}})
 
 
 # mid-epoch 1; the last batch of epoch 1 (13 batches an epoch); mid-epoch 1 with means of every 5 batches
-# logged (the stop falls mid-interval: the interval's sums must survive as the epoch's do)
-@pytest.mark.parametrize("stop_step, interval", [(17, 0), (25, 0), (17, 5)])
-def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp_path, stop_step, interval):
+# logged (the stop falls mid-interval: the interval's sums must survive as the epoch's do); mid-epoch 1
+# with 4 optimiser steps per Lightning step (groups 13-16, 17-20, ...: the stop ends the group 17-20,
+# and the resume must skip 8 batches of the epoch, not 2)
+@pytest.mark.parametrize("stop_step, interval, group", [(17, 0, 1), (25, 0, 1), (17, 5, 1), (17, 0, 4)])
+def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp_path, stop_step, interval, group):
     signals.install()
     whole = run_cell(config(log_every_n_steps=interval), tmp_path / "whole", enable_progress_bar=False)
     assert whole["status"] == "completed", whole.get("error")
     assert whole["steps"] == 39
 
     out = tmp_path / "stopped"
-    stopped = run_cell(config(log_every_n_steps=interval), out, callbacks=[SignalAtStep(stop_step)],
-                       enable_progress_bar=False)
-    assert stopped["status"] == "interrupted" and stopped["steps"] == stop_step + 1
+    stopped = run_cell(config(log_every_n_steps=interval, steps_per_call=group), out,
+                       callbacks=[SignalAtStep(stop_step)], enable_progress_bar=False)
+    assert stopped["status"] == "interrupted" and stopped["steps"] == stop_step + group
     # mid-epoch: saved where it stopped; after an epoch's last batch: that epoch's start (resume.save_resume_point)
     ckpt = torch.load(out / stopped["run_id"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == (stop_step + 1 if stop_step == 17 else 13)
+    assert ckpt["global_step"] == (stop_step + group if stop_step == 17 else 13)
     signals.install()  # a new process would start without the stop request
-    resumed = run_cell(config(log_every_n_steps=interval), out, enable_progress_bar=False)
+    resumed = run_cell(config(log_every_n_steps=interval, steps_per_call=group), out, enable_progress_bar=False)
     assert resumed["status"] == "completed", resumed.get("error")
     assert resumed["resumed_from"].endswith("last.ckpt") and resumed["steps"] == 39
     assert resumed["resumed_at_step"] == ckpt["global_step"]

@@ -118,6 +118,8 @@ class EvaluatedMethod(L.LightningModule):
     def transfer_batch_to_device(self, batch: object, device: torch.device, dataloader_idx: int) -> object:
         # Lightning's generic transfer walks the batch with isinstance checks every step (~50 us, about
         # 1% of a batch-20 CPU step); a Batch is two tensors, moved as Lightning would move them
+        if isinstance(batch, list):  # the consecutive batches of one call (steps_per_call > 1)
+            return [self.transfer_batch_to_device(b, device, dataloader_idx) for b in batch]
         if not isinstance(batch, Batch):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         non_blocking = device.type not in ("cpu", "mps")  # as Lightning's own transfer

@@ -1,12 +1,11 @@
 """The LightningModule of semi-supervised methods (M2): the variational glue plus labels and accuracy."""
 from __future__ import annotations
 
-import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules.base import Batch
-from dgm_modules.methods.base import check_finite
 from dgm_modules.models.capabilities import Classifier
+from dgm_modules.objectives.base import ObjectiveOutput
 from dgm_modules.methods.variational import VariationalMethod
 from dgm_modules.registry import MODULES
 
@@ -30,11 +29,8 @@ class SemiSupervisedMethod(VariationalMethod):
         self.val_accuracy = MulticlassAccuracy(classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(classes, average="micro")
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        out = self.objective(self.model, batch.x, batch.y)
-        check_finite(out.loss, self.global_step)
-        self.record_train(self.objective_values(out))  # as every method: train/bound is the bound, not -bound
-        return out.loss
+    def train_output(self, batch: Batch) -> ObjectiveOutput:
+        return self.objective(self.model, batch.x, batch.y)
 
     def _accuracy(self, metric: MulticlassAccuracy, batch: Batch) -> None:
         if batch.y is not None and len(batch.y) and bool((batch.y >= 0).all()):  # not a rank's empty share
