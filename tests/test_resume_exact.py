@@ -90,3 +90,18 @@ def test_under_ddp_a_signal_on_one_rank_stops_both_and_the_resume_is_exact(tmp_p
     assert runs["resumed"]["steps"] == runs["whole"]["steps"] == 26
     for name, value in runs["whole"]["metrics"].items():
         assert runs["resumed"]["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
+
+
+def test_a_mid_epoch_stop_resumes_only_with_its_own_steps_per_call(tmp_path):
+    """Lightning counts a stopped epoch's progress in calls (groups of steps_per_call batches), so a
+    mid-epoch resume under another grouping would skip the wrong batches: it is refused by name,
+    the checkpoint kept, and the resume with the stop's own value is exact."""
+    signals.install()
+    stopped = run_cell(config(steps_per_call=4), tmp_path, callbacks=[SignalAtStep(17)], enable_progress_bar=False)
+    assert stopped["status"] == "interrupted" and stopped["steps"] == 21
+    signals.install()
+    refused = run_cell(config(steps_per_call=1), tmp_path, enable_progress_bar=False)
+    assert refused["status"] != "completed"
+    assert "module.steps_per_call=1" in refused["error"]["message"] and "resume with 4" in refused["error"]["message"]
+    resumed = run_cell(config(steps_per_call=4), tmp_path, enable_progress_bar=False)
+    assert resumed["status"] == "completed" and resumed["resumed_at_step"] == 21 and resumed["steps"] == 39

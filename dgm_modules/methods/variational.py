@@ -102,6 +102,18 @@ class VariationalMethod(EvaluatedMethod):
         self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(batch) - 1
         return None
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["steps_per_call"] = self.steps_per_call
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Lightning counts a stopped epoch's progress in calls: a mid-epoch resume must group as the stop did
+        saved = checkpoint.get("steps_per_call", 1)
+        if saved != self.steps_per_call and "train_sums" in checkpoint:  # saved mid-epoch (EvaluatedMethod)
+            raise ValueError(f"module.steps_per_call={self.steps_per_call}: the checkpoint was saved mid-epoch with "
+                             f"module.steps_per_call={saved}; resume with {saved} (it may change at an epoch's end)")
+
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         # Lightning steps an epoch-interval schedule only under automatic optimisation; as it does
