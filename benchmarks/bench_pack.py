@@ -4,6 +4,9 @@ Side by side in one run, through Lightning as the suite trains them: the IWAE se
 (784-200-200-50 Gaussian VAE, ``iwae`` objective with k samples) on MNIST, N seeds. "single" trains
 the N cells one after another (one Trainer each); "packed" trains them as one
 :class:`~dgm_modules.methods.packed.PackedMethod`. Both time the same steps after a warm-up.
+Beside them, "bare": the N cells' arithmetic alone, one after another in a plain PyTorch loop (no
+Lightning, no logging): bare/single is what removing every per-step overhead could give; above
+it, packing must win on the arithmetic itself (batched matmuls), which one CPU thread barely does.
 
     .venv/bin/python -m benchmarks.bench_pack [--quick] [--steps 60] [--data mnist]
 """
@@ -17,6 +20,7 @@ import time
 import lightning as L
 import torch
 
+from benchmarks.bench_train_epoch import plain_epoch
 from benchmarks.config import build, parse_set, resolve_config
 from benchmarks.run import skip_per_step_cuda_probe
 from dgm_modules.methods.packed import PackedDataModule, PackedMethod
@@ -60,6 +64,16 @@ def single_seconds(cfgs: list[dict], steps: int, warmup: int) -> float:
     return total
 
 
+def bare_seconds(cfgs: list[dict], steps: int) -> float:
+    total = 0.0
+    for config in cfgs:
+        datamodule, module = build(config)
+        datamodule.setup("fit")
+        plain_epoch(module, datamodule.train_x, config["data"]["init_args"]["batch_size"], 5)  # warm-up
+        total += plain_epoch(module, datamodule.train_x, config["data"]["init_args"]["batch_size"], steps)
+    return total
+
+
 def packed_seconds(cfgs: list[dict], steps: int, warmup: int) -> float:
     replicas, datamodules, states = [], [], []
     for config in cfgs:
@@ -90,17 +104,20 @@ def main() -> None:
     ks = args.k or ([1, 5] if args.quick else [1, 5, 50])
     print(f"iwae 784-200-200-50 on {args.data}, {args.steps} timed steps a cell after {args.warmup}, "
           f"{args.threads} thread(s), best of {args.repeats}")
-    print(f"{'N':>3} {'batch':>5} {'k':>3} | {'single cell-steps/s':>19} {'packed cell-steps/s':>19} | {'packed/single':>13}")
+    print(f"{'N':>3} {'batch':>5} {'k':>3} | {'single cell-steps/s':>19} {'packed cell-steps/s':>19} "
+          f"{'bare cell-steps/s':>17} | {'packed/single':>13} {'bare/single':>11}")
     t_start = time.perf_counter()
     for batch, k, n in itertools.product(batches, ks, ns):
         cfgs = configs(args, n, batch, k)
-        single, packed = [], []
-        for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
+        single, packed, bare = [], [], []
+        for _ in range(args.repeats):  # interleaved, so drifts in machine load hit all alike
             single.append(single_seconds(cfgs, args.steps, args.warmup))
             packed.append(packed_seconds(cfgs, args.steps, args.warmup))
+            bare.append(bare_seconds(cfgs, args.steps))
             gc.collect()  # N copies of the models and optimiser states, freed before the next
-        s_rate, p_rate = n * args.steps / min(single), n * args.steps / min(packed)
-        print(f"{n:>3} {batch:>5} {k:>3} | {s_rate:>19.1f} {p_rate:>19.1f} | {p_rate / s_rate:>13.2f}", flush=True)
+        s_rate, p_rate, b_rate = (n * args.steps / min(t) for t in (single, packed, bare))
+        print(f"{n:>3} {batch:>5} {k:>3} | {s_rate:>19.1f} {p_rate:>19.1f} {b_rate:>17.1f} | "
+              f"{p_rate / s_rate:>13.2f} {b_rate / s_rate:>11.2f}", flush=True)
     print(f"wall {time.perf_counter() - t_start:.0f}s; target: packed/single >= 1.5 at N=3, batch 20 (CPU)")
 
 
