@@ -62,3 +62,27 @@ def test_two_process_ddp_training_where_a_rank_has_no_evaluation_batch(tmp_path)
            **trainer.test(module, datamodule=datamodule, verbose=False)[0]}
     for name in ("val/nll_k1", "val/neg_elbo", "test/nll_k1", "test/nll_k5", "test/neg_elbo", "test/knn_error_k5"):
         assert abs(record["metrics"][name] - one[name]) < 1e-6, (name, record["metrics"][name], one[name])
+
+
+def test_two_process_ddp_training_with_grouped_steps_equals_one_step_a_call(tmp_path):
+    """Under real DDP the module's own optimiser steps (module.steps_per_call) still all-reduce each
+    step's gradients: two ranks (7 batches each of digits' 1,297 images at batch 100, grouped 3, 3, 1)
+    end with the parameters and metrics of one step a call."""
+    import torch
+
+    params, logged = {}, {}
+    for group in (1, 3):
+        config = resolve_config("vae", "digits", 0, parse_set([
+            "trainer.max_epochs=1", "model.hidden=[16]", "model.latent_dim=2", "data.batch_size=100",
+            "module.eval_k=[1]", "module.val_k=[1]", f"module.steps_per_call={group}", "trainer.accelerator=cpu",
+            "trainer.devices=2", "trainer.strategy=ddp_spawn"]))
+        record = run_cell(config, tmp_path / str(group), enable_progress_bar=False)
+        assert record["status"] == "completed", record.get("error")
+        ckpt = torch.load(tmp_path / str(group) / record["run_id"] / "checkpoints" / "last.ckpt",
+                          map_location="cpu", weights_only=False)
+        assert ckpt["global_step"] == 7  # (the record's steps of a ddp_spawn run read 0: the parent's trainer)
+        params[group], logged[group] = ckpt["state_dict"], record["metrics"]
+    for name, value in params[1].items():
+        torch.testing.assert_close(params[3][name], value, rtol=1e-6, atol=1e-7, msg=name)
+    for name in ("val/nll_k1", "test/nll_k1"):
+        assert logged[3][name] == pytest.approx(logged[1][name], rel=1e-6), name
