@@ -39,7 +39,7 @@ def config(seed: int = 0, log_every_n_steps: int = 0, steps_per_call: int = 1) -
 # logged (the stop falls mid-interval: the interval's sums must survive as the epoch's do); mid-epoch 1
 # with 4 optimiser steps per Lightning step (groups 13-16, 17-20, ...: the stop ends the group 17-20,
 # and the resume must skip 8 batches of the epoch, not 2)
-@pytest.mark.parametrize("stop_step, interval, group", [(17, 0, 1), (25, 0, 1), (17, 5, 1), (17, 0, 4)])
+@pytest.mark.parametrize("stop_step, interval, group", [(17, 0, 1), (25, 0, 1), (17, 5, 1), (17, 0, 4), (17, 5, 4)])
 def test_a_resumed_cell_ends_with_the_uninterrupted_runs_metrics_and_history(tmp_path, stop_step, interval, group):
     signals.install()
     whole = run_cell(config(log_every_n_steps=interval), tmp_path / "whole", enable_progress_bar=False)

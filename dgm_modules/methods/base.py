@@ -74,6 +74,10 @@ class EvaluatedMethod(L.LightningModule):
         self.train_step_values = values
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.log_interval_if_due()
+
+    def log_interval_if_due(self) -> None:
+        """After an optimiser step: log the interval's means once it holds ``log_every_n_steps`` steps."""
         if self.log_every_n_steps and self._interval_count >= self.log_every_n_steps:
             self._log_interval()
 

@@ -97,6 +97,7 @@ class VariationalMethod(EvaluatedMethod):
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
+            self.log_interval_if_due()  # at the step it falls on, as one step a call logs it
         # the loggers' step (Lightning counts one per call; it adds this call's 1 itself), so every
         # logged row carries the step it would carry one batch a call
         self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(batch) - 1
