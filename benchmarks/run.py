@@ -168,9 +168,10 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
             log.exception("run %s failed", run_dir.name)
             record.update(status="failed", error={"type": type(err).__name__, "message": str(err),
                                                   "step": trainer.global_step, "traceback": traceback.format_exc()})
+    steps, epochs = progress(trainer, run_dir / CHECKPOINTS / "last.ckpt")
     record.update(
-        protocol=protocol_of(datamodule, module), steps=trainer.global_step,
-        epochs=trainer.current_epoch, wall_time_s=round(time.perf_counter() - t0, 3),
+        protocol=protocol_of(datamodule, module), steps=steps,
+        epochs=epochs, wall_time_s=round(time.perf_counter() - t0, 3),
         device=device_description(trainer), finished_at=datetime.now(timezone.utc).isoformat())
     if trainer.global_rank == 0:
         try:
@@ -182,6 +183,18 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
                                                   "unsaved_status": record["status"]})
             log.error("run %s failed: %s", run_dir.name, record["error"]["message"])
     return record
+
+
+def progress(trainer: L.Trainer, last: Path) -> tuple[int, int]:
+    """``(steps, epochs)`` trained. Under ``ddp_spawn`` the fit ran in child processes and this
+    process's trainer still reads 0: the last checkpoint (written at every epoch's end) has them."""
+    if trainer.global_step == 0 and last.exists():
+        try:
+            ckpt = torch.load(last, map_location="cpu", weights_only=False)
+            return int(ckpt["global_step"]), int(ckpt["epoch"]) + 1
+        except Exception:  # noqa: BLE001 -- a torn file: report what this process knows
+            pass
+    return trainer.global_step, trainer.current_epoch
 
 
 #: errors of the output folder's disk: full, over quota, read-only
