@@ -104,4 +104,21 @@ def test_a_row_of_another_bound_gets_its_star_not_the_curve_under_its_name(tmp_p
     assert (curve["xs"], curve["ys"], curve["style"]) == ([1, 2], [150.0, 120.0], "o-")
     assert (star["xs"], star["ys"], star["style"], star["published"]) == ([2], [120.0], "*", 113.5)
     assert (other["xs"], other["ys"], other["style"]) == ([2], [108.4], "*")
-    assert other["label"] == "NVIL, -L_1000 (final -L_1000 only)"
+    assert other["label"] == "NVIL, -L_1000 (final -L_1000)"
+
+
+def test_a_row_of_another_bound_alone_gets_the_curve_named_by_its_own_bound(tmp_path):
+    """The stick-breaking rows are -L_100 and the runs log a -L_1 curve: the figure showed only stars.
+    Now the curve is drawn, once, and named for what it is."""
+    from benchmarks.figures.convergence import plot_lines
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics.csv").write_text("epoch,curve/test_nll_k1,test/nll_k100\n0,110.0,\n2,100.0,\n2,,96.0\n")
+    rows = [{"label": "Gauss-VAE", "run_dir": tmp_path, "metric": "test/nll_k100", "published": 93.9, "final": 96.0},
+            {"label": "Gauss-VAE, kNN", "run_dir": tmp_path, "metric": "test/knn_error_k5", "published": None,
+             "final": None}]
+    curve, star = plot_lines(rows)
+    assert (curve["xs"], curve["ys"], curve["style"]) == ([1, 3], [110.0, 100.0], "o-")
+    assert curve["label"] == "Gauss-VAE: test -L_1 during training"
+    assert (star["xs"], star["ys"], star["style"], star["published"]) == ([3], [96.0], "*", 93.9)
+    assert star["label"] == "Gauss-VAE (final -L_100)"

@@ -31,26 +31,30 @@ def read_curve(run_dir: str | Path) -> tuple[str, list[tuple[int, float]]]:
 def plot_lines(curves: list[dict]) -> list[dict]:
     """What the figure draws, per row with a curve: ``{label, xs, ys, style, color, published}``.
 
-    ``curves``: ``{label, run_dir, metric, published (or None), final (or None)}``. A row whose metric
-    is the logged curve's gets the curve (``style "o-"``) and its final value as a star (``"*"``); a
-    row of another bound (a -L_1000 row beside a -L_1 curve) gets only its star, at the last pass,
-    never a copy of the other bound's curve under its own name.
+    ``curves``: ``{label, run_dir, metric, published (or None), final (or None)}``. Each run's logged
+    curve is drawn once (``style "o-"``), named by the bound it is: a row whose metric is that bound
+    names it after itself; a row of another bound (a -L_100 row beside a -L_1 curve) says
+    "test -L_1 during training", never passing the curve off as its own bound. Each row's final
+    value is a star (``"*"``) at the last pass.
     """
-    lines = []
+    lines, drawn = [], set()
     for i, c in enumerate(curves):
         column, points = read_curve(c["run_dir"])
         if not points:
             continue
         color, bound = f"C{i % 10}", column.split("/")[-1].removeprefix("test_")  # nll_k1
+        name = bound.replace("nll_k", "-L_")
         own = c.get("metric", f"test/{bound}") == f"test/{bound}"
         final = c.get("final")
         if not own and final is None:
             continue  # another bound's row without its result yet: nothing of its own to draw
-        if own:
-            lines.append({"label": f"{c['label']} ({bound.replace('nll_k', '-L_')})", "xs": [p for p, _ in points],
-                          "ys": [v for _, v in points], "style": "o-", "color": color, "published": None})
+        if str(c["run_dir"]) not in drawn:
+            drawn.add(str(c["run_dir"]))
+            label = f"{c['label']} ({name})" if own else f"{c['label']}: test {name} during training"
+            lines.append({"label": label, "xs": [p for p, _ in points], "ys": [v for _, v in points],
+                          "style": "o-", "color": color, "published": None})
         if final is not None:
-            label = None if own else f"{c['label']} (final {c['metric'].split('/')[-1].replace('nll_k', '-L_')} only)"
+            label = None if own else f"{c['label']} (final {c['metric'].split('/')[-1].replace('nll_k', '-L_')})"
             lines.append({"label": label, "xs": [points[-1][0]], "ys": [final], "style": "*", "color": color,
                           "published": None})
         lines[-1]["published"] = c.get("published")  # one dashed line per row, on its last entry
