@@ -369,6 +369,7 @@ def convergence(repro: Reproduction, records: list[dict | None], out: Path) -> P
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from benchmarks import signals
     from benchmarks.launchers import make_launcher
     from benchmarks.matrix import run_matrix
 
@@ -413,7 +414,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         from benchmarks.packing import parse_pack
 
+        # SIGTERM/SIGINT: no new cells, the running one stops at a batch end, exit 143/130 (as matrix).
+        # Without this, Lightning's own SIGTERM handler ended the cell and the next one started.
+        signals.install()
         records = run_matrix(repro.cells, out / "runs", launcher, pack=parse_pack(args.pack))
+        if signals.requested():
+            print(signals.summary([c.label for c in repro.cells], records), file=sys.stderr)
+            return signals.exit_code(signals.requested())
     gradvar = measure_gradvar(repro, records, out, args.gradvar_device) if repro.gradvar else None
     figure = make_figure(repro, records, out) if repro.figure else None
     rows = compare(repro, records, gradvar)

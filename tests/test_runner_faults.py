@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -266,3 +267,42 @@ def test_slurm_cells_go_out_as_one_job_array_with_a_parallelism_limit(tmp_path):
     records = run_matrix(cells, tmp_path / "out", launcher, echo=lambda s: None)
     assert [r["status"] for r in records] == ["completed", "completed"]
     assert len(list((tmp_path / "out" / ".submitit").rglob("*_result.pkl"))) == 2
+
+
+def test_sigterm_stops_a_reproduction_too(tmp_path):
+    """`reproduce` did not install the runner's handlers: Lightning's own SIGTERM handler ended the
+    running cell (recorded interrupted) and the next cell started (seen on iwae-table1, 2026-12-03)."""
+    spec = tmp_path / "faults.yaml"
+    spec.write_text(f"""
+name: faults
+title: a reproduction that a signal stops
+matrix:
+  methods: [vae]
+  datasets: [digits]
+  seeds: [0, 1]
+  overrides:{textwrap.indent(TINY, "  ")}
+budgets:
+  paper: {{description: long cells, overrides: {json.dumps(LONG)}}}
+  cpu: {{description: long cells, overrides: {json.dumps(LONG)}}}
+  smoke: {{description: long cells, overrides: {json.dumps(LONG)}}}
+published:
+  - {{label: "VAE", match: {{method: vae}}, metric: test/nll_k1, note: "ours only"}}
+""")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "benchmarks.cli", "reproduce", str(spec), "--budget", "cpu", "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = out / "faults" / "runs"
+    wait_for(lambda: checkpoints(runs, 0), proc, what="the first cell's first checkpoint")
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 143, stderr[-2000:]
+    recs = records(runs)
+    assert list(recs) == [0] and recs[0]["status"] == "interrupted", "a cell started after the signal"
+    assert not list(runs.glob("*__seed1*")), "the second cell was started"
+    assert "1 interrupted" in stderr and "1 not started" in stderr
