@@ -34,8 +34,8 @@ cells:
     return path
 
 
-def start_matrix(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "benchmarks.cli", "matrix", str(spec), "--out", str(out), *extra]
+def start_matrix(spec: Path, out: Path, *extra: str, command: str = "matrix") -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "benchmarks.cli", command, str(spec), "--out", str(out), *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -289,10 +289,7 @@ published:
   - {{label: "VAE", match: {{method: vae}}, metric: test/nll_k1, note: "ours only"}}
 """)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmarks.cli", "reproduce", str(spec), "--budget", "cpu", "--out", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_matrix(spec, out, "--budget", "cpu", command="reproduce")
     runs = out / "faults" / "runs"
     wait_for(lambda: checkpoints(runs, 0), proc, what="the first cell's first checkpoint")
     proc.send_signal(signal.SIGTERM)

@@ -139,10 +139,10 @@ class VAEGANLoss(AdversarialObjective):
         # the fakes the discriminator sees: prior samples, and reconstructions if asked
         d_fake = torch.cat([d_rec, d_prior]) if self.discriminate_reconstructions else d_prior
         gan = -log_d(d_fake, True).view(-1, n).sum(0)
-        real, fake = -log_d(d_real, True), -log_d(d_fake, False).view(-1, n).sum(0)
-        dis_loss = real + fake
+        real, fake_xent = -log_d(d_real, True), -log_d(d_fake, False)
+        dis_loss = real + fake_xent.view(-1, n).sum(0)
         terms = {"kl": kl.mean().detach(), "feature_nll": feature_nll.mean().detach(), "gan": gan.mean().detach(),
-                 "real_xent": real.mean().detach(), "fake_xent": -log_d(d_fake, False).mean().detach()}
+                 "real_xent": real.mean().detach(), "fake_xent": fake_xent.mean().detach()}
         out = {}
         for player, per_example in (("encoder", kl + feature_nll), ("decoder", self.gamma * feature_nll + gan),
                                     ("discriminator", dis_loss)):
