@@ -68,6 +68,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                              slurm=merge_slurm_options(spec.get("slurm"), parse_slurm_options(args.slurm_option)))
     print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
+    if args.extend_from:
+        from benchmarks.extend import extend_cells
+
+        extend_cells(cells, out, args.extend_from, parse_pack(args.pack))
     records = run_matrix(cells, out, launcher, pack=parse_pack(args.pack))
     if args.no_wait and not signals.requested():
         return 0  # submitted; the launcher said how to collect the results
@@ -141,6 +145,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXTEND_HELP = ("a folder of earlier runs: a cell not yet started here carries on the run there of its config and "
+               "seed with a smaller trainer.max_epochs / early_stopping.patience, from its last checkpoint")
+
+
 def add_list_parser(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("list", help=COMMANDS["list"][0]).set_defaults(fn=cmd_list)
 
@@ -156,6 +164,7 @@ def add_matrix_parser(sub: argparse._SubParsersAction) -> None:
     matrix.add_argument("--pack", default="off", help="auto|N|off: train cells that differ only in their seed side "
                         "by side in one process (at most N a group); default off")
     add_wandb_argument(matrix, "grouped by matrix")
+    matrix.add_argument("--extend-from", metavar="DIR", help=EXTEND_HELP)
     slurm = matrix.add_argument_group("slurm launcher (submitit)")
     slurm.add_argument("--partition")
     slurm.add_argument("--time-min", type=int, default=240, help="time limit per cell, minutes")

@@ -400,7 +400,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                           *(["--pack", args.pack] if args.pack != "off" else []),
                           *[a for item in args.config or [] for a in ("--config", item)],
                           *[a for item in args.set or [] for a in ("--set", item)],
-                          *[a for item in args.only or [] for a in ("--only", item)]])
+                          *[a for item in args.only or [] for a in ("--only", item)],
+                          *(["--extend-from", args.extend_from] if args.extend_from else [])])
     if args.report_only:
         command += "  # then, for the table of what had finished: --report-only"
     print(f"reproduce {repro.name} ({repro.budget} budget): {len(repro.cells)} cells -> {out}")
@@ -417,6 +418,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         # SIGTERM/SIGINT: no new cells, the running one stops at a batch end, exit 143/130 (as matrix).
         # Without this, Lightning's own SIGTERM handler ended the cell and the next one started.
         signals.install()
+        if args.extend_from:
+            from benchmarks.extend import extend_cells
+
+            extend_cells(repro.cells, out / "runs", args.extend_from, parse_pack(args.pack))
         records = run_matrix(repro.cells, out / "runs", launcher, pack=parse_pack(args.pack))
         if signals.requested():
             print(signals.summary([c.label for c in repro.cells], records), file=sys.stderr)
@@ -465,6 +470,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run only the cells with this method, dataset or setting (repeatable)")
     p.add_argument("--report-only", action="store_true",
                    help="write the table and figures from the run folders as they are; train nothing")
+    from benchmarks.cli import EXTEND_HELP
+
+    p.add_argument("--extend-from", metavar="DIR", help=EXTEND_HELP)
     p.add_argument("--gradvar-device", default="cpu", help="device of the gradient-variance measurement")
     from benchmarks.wandb_log import add_wandb_argument
 

@@ -23,6 +23,7 @@ from benchmarks.config import build
 from benchmarks.csvlog import AppendingCSVLogger
 from benchmarks.curves import curve_callbacks
 from benchmarks.evaluator import prepare_run_feature_nets
+from benchmarks.extend import read_extended
 from benchmarks.fingerprint import config_fingerprint
 from benchmarks.locks import RunLock, is_secondary_rank
 from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
@@ -109,6 +110,9 @@ def _run_cell(config: dict, run_dir: Path, loggers: list | None, callbacks: list
         "versions": versions(), "command": command_line(), "started_at": started.isoformat(),
         "metrics": {}, "error": None,
     }
+    extended = read_extended(run_dir)  # carried on from a shorter run (benchmarks/extend.py)
+    if extended is not None:
+        record["extended_from"] = extended
     datamodule, module = build(config)  # invalid options raise here, before any training
     gradvar = gradvar_callback(config, run_dir)  # gradient-estimator variance, when config asks for it
     if gradvar is not None:
