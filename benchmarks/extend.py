@@ -136,6 +136,14 @@ def _history(source: Path, target: Path, config: dict) -> None:
         writer.writerows(kept)
 
 
+def _completed(state: dict) -> int | None:
+    """Epochs finished at a checkpoint (one saved mid-epoch has not finished its ``epoch``)."""
+    try:
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    except (KeyError, TypeError):
+        return None
+
+
 def carry_on(config: dict, run_dir: Path, source_run: Path) -> dict:
     """Set ``run_dir`` up to resume from ``source_run``'s checkpoints; return what the record says."""
     ckpt_dir = run_dir / CHECKPOINTS
@@ -148,7 +156,10 @@ def carry_on(config: dict, run_dir: Path, source_run: Path) -> dict:
     last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False) \
         if (ckpt_dir / "last.ckpt").exists() else {}
     note = {"run_id": source_run.name, "path": str(source_run), "status": old_record.get("status"),
-            "epochs": last.get("epoch", -1) + 1, "steps": last.get("global_step"),
+            "steps": last.get("global_step"),
+            # the old run's own count where its record is of this checkpoint (an epoch's-end checkpoint
+            # does not count its epoch as completed yet); else the checkpoint's finished epochs
+            "epochs": old_record["epochs"] if old_record.get("steps") == last.get("global_step") else _completed(last),
             "wall_time_s": old_record.get("wall_time_s"),
             **{".".join(p): _get(old_config, p) for p in BUDGET_KEYS}}
     write_json_atomic(run_dir / EXTENDED, note)
@@ -173,7 +184,7 @@ def extend_cells(cells: list, out: Path, source: str | Path, pack: int | None = 
             echo(f"{cell.label}: no run under {source} to carry on (same config and seed, smaller budget); trains from the start")
             continue
         note = carry_on(cell.config, run_dir, found)
-        echo(f"{cell.label}: carried on from {found.name} at epoch {note['epochs']}")
+        echo(f"{cell.label}: carried on from {found.name} at step {note['steps']} ({note['epochs']} epochs done)")
 
 
 def read_extended(run_dir: Path) -> dict | None:

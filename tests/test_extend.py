@@ -39,7 +39,7 @@ def test_a_carried_on_run_ends_with_the_longer_runs_numbers_and_history(tmp_path
     out = tmp_path / "longer"
     said = []
     extend_cells([cell(config(7, 4))], out, tmp_path / "short", echo=said.append)
-    assert said == [f"digits/vae/default/seed0: carried on from {short['run_id']} at epoch 4"]
+    assert said == [f"digits/vae/default/seed0: carried on from {short['run_id']} at step 52 (4 epochs done)"]
     # the callbacks' saved state is the new run's: its folder and its patience (Lightning restores both)
     state = torch.load(out / whole["run_id"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     stops = [v for k, v in state["callbacks"].items() if k.startswith("EarlyStopping")]
