@@ -4,7 +4,8 @@
 a run in DIR of the same configuration and seed but a smaller budget, that is a smaller or equal
 ``trainer.max_epochs`` and ``early_stopping.patience``. Up to that run's last checkpoint the two are
 one run: the same seed, data order, noise and early-stopping state (a patience that never ran out
-did nothing), so the cell resumes from that checkpoint exactly as an interrupted run resumes
+did nothing; a run whose early stopping had run out under the new patience is not carried on), so
+the cell resumes from that checkpoint exactly as an interrupted run resumes
 (``tests/test_extend.py``: an extended run ends with the numbers and the history of a run trained
 at the larger budget from the start).
 
@@ -67,16 +68,36 @@ def why_not(old: dict, new: dict) -> str | None:
     return None
 
 
-def find_source(config: dict, source: Path) -> Path | None:
+def stopped_for_good(state: dict, config: dict) -> str | None:
+    """Whether early stopping had run out at this checkpoint under ``config``'s patience: the longer run
+    stops there too, and resuming would train an epoch it never trains (Lightning checks only after
+    the next validation)."""
+    if "early_stopping" not in config:
+        return None
+    patience = config["early_stopping"]["patience"]
+    for key, value in (state.get("callbacks") or {}).items():
+        if key.startswith("EarlyStopping") and isinstance(value, dict) and value.get("wait_count", 0) >= patience:
+            return (f"early stopping had run out there ({value['wait_count']} epochs without improvement, patience "
+                    f"{patience}): a run of this budget stops at the same epoch, with the same numbers")
+    return None
+
+
+def find_source(config: dict, source: Path, echo=print) -> Path | None:
     """The run folder under ``source`` that ``config`` can carry on (the longest such budget)."""
     found = []
     for cfg in sorted(source.rglob("config.yaml")):
         run = cfg.parent
-        if not any((run / CHECKPOINTS).glob("last*.ckpt")):
+        if not (run / CHECKPOINTS / "last.ckpt").is_file():
             continue
         old = load_yaml(str(cfg))
-        if why_not(old, config) is None:
-            found.append((tuple(_get(old, p) or 0 for p in BUDGET_KEYS), run))
+        if why_not(old, config) is not None:
+            continue
+        why = stopped_for_good(torch.load(run / CHECKPOINTS / "last.ckpt", map_location="cpu", weights_only=False),
+                               config)
+        if why:
+            echo(f"{run.name}: not carried on: {why}")
+            continue
+        found.append((tuple(_get(old, p) or 0 for p in BUDGET_KEYS), run))
     return max(found)[1] if found else None
 
 
@@ -179,7 +200,7 @@ def extend_cells(cells: list, out: Path, source: str | Path, pack: int | None = 
         run_dir = Path(out) / run_id(cell.config)
         if (run_dir / RECORD).exists() or any((run_dir / CHECKPOINTS).glob("*.ckpt")):
             continue  # started here already: its own checkpoint wins
-        found = find_source(cell.config, source)
+        found = find_source(cell.config, source, echo)
         if found is None:
             echo(f"{cell.label}: no run under {source} to carry on (same config and seed, smaller budget); trains from the start")
             continue

@@ -120,3 +120,20 @@ def test_reproduce_carries_its_cells_on_from_a_shorter_budget(tmp_path, capsys):
     assert (short["steps"], longer["steps"], longer["resumed_at_step"]) == (2, 4, 2)
     assert "carried on from" in capsys.readouterr().out
     assert "--extend-from" in (tmp_path / "b" / "stick-breaking" / "command.txt").read_text()
+
+
+def test_a_run_whose_early_stopping_ran_out_is_not_carried_on(tmp_path):
+    """With patience 2 used up, the longer run stops at the same epoch: resuming would train one more."""
+    short = run_cell(config(2, 2), tmp_path / "short", enable_progress_bar=False)
+    last = tmp_path / "short" / short["run_id"] / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    (key,) = [k for k in state["callbacks"] if k.startswith("EarlyStopping")]
+    state["callbacks"][key]["wait_count"] = 2  # as if the last two epochs had not improved
+    torch.save(state, last)
+    said = []
+    extend_cells([cell(config(4, 2))], tmp_path / "out", tmp_path / "short", echo=said.append)
+    assert "early stopping had run out there (2 epochs without improvement, patience 2)" in said[0]
+    assert "trains from the start" in said[1]
+    said.clear()  # a larger patience has not run out: carried on
+    extend_cells([cell(config(4, 3))], tmp_path / "out", tmp_path / "short", echo=said.append)
+    assert said == [f"digits/vae/default/seed0: carried on from {short['run_id']} at step 26 (2 epochs done)"]
