@@ -137,3 +137,24 @@ def test_a_run_whose_early_stopping_ran_out_is_not_carried_on(tmp_path):
     said.clear()  # a larger patience has not run out: carried on
     extend_cells([cell(config(4, 3))], tmp_path / "out", tmp_path / "short", echo=said.append)
     assert said == [f"digits/vae/default/seed0: carried on from {short['run_id']} at step 26 (2 epochs done)"]
+
+
+def test_matrix_carries_its_cells_on_too(tmp_path, capsys):
+    from benchmarks.cli import main
+
+    def spec(epochs: int):
+        path = tmp_path / f"spec{epochs}.yaml"
+        path.write_text("methods: [vae]\ndatasets: [digits]\nseeds: [0]\noverrides:\n"
+                        "  model: {latent_dim: 2, hidden: [32]}\n  module: {eval_k: [1], val_k: [1]}\n"
+                        f"  trainer: {{max_epochs: {epochs}, accelerator: cpu}}\n")
+        return str(path)
+
+    assert main(["matrix", spec(1), "--out", str(tmp_path / "a")]) == 0
+    assert main(["matrix", spec(2), "--out", str(tmp_path / "b"), "--extend-from", str(tmp_path / "a")]) == 0
+    assert "carried on from" in capsys.readouterr().out
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "b").rglob("record.json")]
+    assert record["extended_from"]["epochs"] == 1 and record["epochs"] == 2
+    assert record["resumed_at_step"] == record["extended_from"]["steps"] == record["steps"] // 2
+    assert main(["matrix", spec(2), "--out", str(tmp_path / "c"), "--extend-from", str(tmp_path / "a"),
+                 "--pack", "auto"]) == 2  # refused by name before anything trains
+    assert "--pack off" in capsys.readouterr().err
