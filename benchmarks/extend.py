@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,13 @@ from benchmarks.checkpoints import IDENTITY_KEY
 from benchmarks.config import load_yaml
 from benchmarks.curves import curve_epochs
 from benchmarks.fingerprint import config_fingerprint
-from benchmarks.records import RECORD, read_record, write_json_atomic
+from benchmarks.records import CONFIG, EXTENDED, RECORD, read_record, write_json_atomic
+from benchmarks.run import CHECKPOINTS, run_id
 from dgm_modules.registry import ConfigError
 
 #: the options that only say how long a run trains: a run is a prefix of any run that differs
 #: from it only by larger values of these
 BUDGET_KEYS: tuple[tuple[str, str], ...] = (("trainer", "max_epochs"), ("early_stopping", "patience"))
-EXTENDED = "extended_from.json"
-CHECKPOINTS = "checkpoints"
 HISTORY = Path("logs") / "metrics.csv"
 
 
@@ -85,7 +83,7 @@ def stopped_for_good(state: dict, config: dict) -> str | None:
 def find_source(config: dict, source: Path, echo=print) -> Path | None:
     """The run folder under ``source`` that ``config`` can carry on (the longest such budget)."""
     found = []
-    for cfg in sorted(source.rglob("config.yaml")):
+    for cfg in sorted(source.rglob(CONFIG)):
         run = cfg.parent
         if not (run / CHECKPOINTS / "last.ckpt").is_file():
             continue
@@ -172,7 +170,7 @@ def carry_on(config: dict, run_dir: Path, source_run: Path) -> dict:
     for path in sorted((source_run / CHECKPOINTS).glob("*.ckpt")):
         _checkpoint(path, ckpt_dir, source_run / CHECKPOINTS, config)
     _history(source_run / HISTORY, run_dir / HISTORY, config)
-    old_config = load_yaml(str(source_run / "config.yaml"))
+    old_config = load_yaml(str(source_run / CONFIG))
     old_record = read_record(source_run) or {}
     last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False) \
         if (ckpt_dir / "last.ckpt").exists() else {}
@@ -189,8 +187,6 @@ def carry_on(config: dict, run_dir: Path, source_run: Path) -> dict:
 
 def extend_cells(cells: list, out: Path, source: str | Path, pack: int | None = None, echo=print) -> None:
     """For each cell with an empty run folder in ``out``, carry on its run from ``source`` if one fits."""
-    from benchmarks.run import run_id
-
     if pack is not None:  # a packed group keeps one checkpoint for all its cells (benchmarks/packing.py)
         raise ConfigError("--extend-from carries on runs of single cells; use it with --pack off")
     source = Path(source)
@@ -202,12 +198,8 @@ def extend_cells(cells: list, out: Path, source: str | Path, pack: int | None = 
             continue  # started here already: its own checkpoint wins
         found = find_source(cell.config, source, echo)
         if found is None:
-            echo(f"{cell.label}: no run under {source} to carry on (same config and seed, smaller budget); trains from the start")
+            echo(f"{cell.label}: no run under {source} to carry on (same config and seed, smaller budget); "
+                 "trains from the start")
             continue
         note = carry_on(cell.config, run_dir, found)
         echo(f"{cell.label}: carried on from {found.name} at step {note['steps']} ({note['epochs']} epochs done)")
-
-
-def read_extended(run_dir: Path) -> dict | None:
-    path = run_dir / EXTENDED
-    return json.loads(path.read_text()) if path.is_file() else None

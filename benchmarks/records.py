@@ -13,6 +13,7 @@ from typing import Any
 
 RECORD = "record.json"
 CONFIG = "config.yaml"
+EXTENDED = "extended_from.json"  # a run carried on from a shorter one (benchmarks/extend.py)
 STATUSES = ("completed", "failed", "diverged")
 #: records are published: readable by the group and others (mkstemp alone gives 0600)
 RECORD_MODE = 0o644
@@ -61,6 +62,12 @@ def read_record(run_dir: Path) -> dict | None:
         return json.loads((Path(run_dir) / RECORD).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def read_extended(run_dir: Path) -> dict | None:
+    """The shorter run this one carried on from (:mod:`benchmarks.extend`), or None."""
+    path = Path(run_dir) / EXTENDED
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def versions() -> dict[str, str]:

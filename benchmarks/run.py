@@ -23,11 +23,10 @@ from benchmarks.config import build
 from benchmarks.csvlog import AppendingCSVLogger
 from benchmarks.curves import curve_callbacks
 from benchmarks.evaluator import prepare_run_feature_nets
-from benchmarks.extend import read_extended
 from benchmarks.fingerprint import config_fingerprint
 from benchmarks.locks import RunLock, is_secondary_rank
-from benchmarks.records import (RECORD, command_line, device_description, git_state, read_record, versions,
-                               write_config, write_json_atomic)
+from benchmarks.records import (RECORD, command_line, device_description, git_state, read_extended, read_record,
+                               versions, write_config, write_json_atomic)
 from benchmarks.resume import PeriodicCheckpoint, ResumeCallback
 from benchmarks.slurm import slurm_plugins
 from dgm_modules.methods.base import DivergedError
