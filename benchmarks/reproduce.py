@@ -434,8 +434,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                for r in records if r]
     wall: float | str = time.perf_counter() - t0
     if args.report_only:  # the table took no time: say what the cells themselves took
-        cell_s = [r["wall_time_s"] for r in records if r and isinstance(r.get("wall_time_s"), (int, float))]
-        wall = (f"the cells' own, longest {max(cell_s):.0f} s, sum {sum(cell_s):.0f} s (records' wall_time_s)"
+        cell_s = [r["wall_time_s"] + ((r.get("extended_from") or {}).get("wall_time_s") or 0)
+                  for r in records if r and isinstance(r.get("wall_time_s"), (int, float))]
+        carried = any(r and (r.get("extended_from") or {}).get("wall_time_s") for r in records)
+        wall = (f"the cells' own, longest {max(cell_s):.0f} s, sum {sum(cell_s):.0f} s (records' wall_time_s"
+                + (", with that of the runs they carried on" if carried else "") + ")"
                 if cell_s else "no cell has finished")
     print(write_table(out, repro, rows, command, wall, devices))
     if args.wandb != "disabled":  # the leaderboard of the reproduction's runs, as a wandb Table

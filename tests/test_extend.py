@@ -120,6 +120,11 @@ def test_reproduce_carries_its_cells_on_from_a_shorter_budget(tmp_path, capsys):
     assert (short["steps"], longer["steps"], longer["resumed_at_step"]) == (2, 4, 2)
     assert "carried on from" in capsys.readouterr().out
     assert "--extend-from" in (tmp_path / "b" / "stick-breaking" / "command.txt").read_text()
+    # the report's wall time counts the run it carried on too
+    assert main([*smoke, "--out", str(tmp_path / "b"), "--set", "trainer.max_epochs=2", "--report-only"]) == 0
+    table = (tmp_path / "b" / "stick-breaking" / "table.md").read_text()
+    total = longer["wall_time_s"] + short["wall_time_s"]
+    assert f"longest {total:.0f} s, sum {total:.0f} s (records' wall_time_s, with that of the runs they carried on)" in table
 
 
 def test_a_run_whose_early_stopping_ran_out_is_not_carried_on(tmp_path):
