@@ -34,7 +34,7 @@ INJECTED = {"data": ("seed",), "model": ("input_shape",), "module": ("model", "o
 TRAINER_RESERVED = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "use_distributed_sampler")
 UNSET = "<unset>"
 #: run's own options that are not part of the config
-CLI_ONLY = ("config", "print_config", "out", "wandb", "debug")
+CLI_ONLY = ("config", "print_config", "out", "wandb", "debug", "extend_from")
 
 
 def registry(section: str):
@@ -151,7 +151,7 @@ def prescan(argv: list[str]) -> Given:
             sets.append(_set_alias(value))
         elif option == "--max-epochs":
             tail.append((("trainer", "max_epochs"), value))
-        elif option in ("--out", "--seed"):
+        elif option in ("--out", "--seed", "--extend-from"):
             given.argv += [option, value]
         else:
             path = _dotted(option)
@@ -276,6 +276,9 @@ def build_run_parser(given: Given):
     parser.add_argument("--wandb", nargs="?", const="offline", default="disabled", choices=MODES,
                         help="log the cell as a Weights & Biases run in the group 'run' (bare --wandb: offline)")
     parser.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
+    parser.add_argument("--extend-from", metavar="DIR", help="a folder of earlier runs: if this run has not started, "
+                        "carry on the run there of its config and seed with a smaller trainer.max_epochs / "
+                        "early_stopping.patience, from its last checkpoint")
     parser.add_argument("--set", metavar="KEY=VALUE", help="alias of the dotted option --KEY VALUE (repeatable; "
                                                           "applied after the others)")
     parser.add_argument("--max-epochs", metavar="N", help="alias of --trainer.max_epochs N")
@@ -375,7 +378,8 @@ def parse_run(argv: list[str]) -> tuple[dict, argparse.Namespace]:
         raise ConfigError("run: --method and --data are required (or give them in --config)")
     config = resolve_config(method, {"class_path": data["class_path"], "init_args": data.get("init_args", {})},
                             seed, over)
-    options = argparse.Namespace(out=namespace.out, wandb=namespace.wandb, print_config=namespace.print_config)
+    options = argparse.Namespace(out=namespace.out, wandb=namespace.wandb, print_config=namespace.print_config,
+                                 extend_from=namespace.extend_from)
     return config, options
 
 
@@ -394,6 +398,13 @@ def cmd_run(argv: list[str]) -> int:
     signals.install()
     check_out_dir(options.out)
     check_config(config, data=False)  # what building finds, before training (run_cell checks the data)
+    if options.extend_from:
+        from benchmarks.extend import extend_cells
+        from benchmarks.matrix import Cell
+
+        cell = Cell(config["method"], config["data"]["class_path"], config["seed"], config.get("setting", "default"),
+                    config)
+        extend_cells([cell], options.out, options.extend_from)
     record = run_cell_logged(config, options.out, options.wandb, group="run", enable_progress_bar=sys.stderr.isatty())
     print(json.dumps({k: record.get(k) for k in ("run_id", "status", "metrics", "epochs", "wall_time_s", "error")},
                      indent=2, default=str))

@@ -163,3 +163,19 @@ def test_matrix_carries_its_cells_on_too(tmp_path, capsys):
     assert main(["matrix", spec(2), "--out", str(tmp_path / "c"), "--extend-from", str(tmp_path / "a"),
                  "--pack", "auto"]) == 2  # refused by name before anything trains
     assert "--pack off" in capsys.readouterr().err
+
+
+def test_run_carries_its_run_on_too(tmp_path, capsys):
+    from benchmarks.cli import main
+
+    base = ["run", "--method", "vae", "--data", "digits", "--model.latent_dim", "2", "--model.hidden", "[32]",
+            "--module.eval_k", "[1]", "--module.val_k", "[1]", "--trainer.accelerator", "cpu"]
+    assert main([*base, "--max-epochs", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--max-epochs", "2", "--out", str(tmp_path / "b"), "--extend-from", str(tmp_path / "a")]) == 0
+    assert "carried on from" in capsys.readouterr().out
+    (short,) = [json.loads(p.read_text()) for p in (tmp_path / "a").rglob("record.json")]
+    (longer,) = [json.loads(p.read_text()) for p in (tmp_path / "b").rglob("record.json")]
+    assert longer["extended_from"]["run_id"] == short["run_id"]
+    assert longer["steps"] == 2 * short["steps"] and longer["resumed_at_step"] == short["steps"]
+    assert longer["config"]["trainer"]["max_epochs"] == 2
+    assert "extend_from" not in longer["config"] and "extend-from" not in longer["config"]  # the runner's option
