@@ -79,6 +79,8 @@ def curve_callbacks(config: dict) -> list[Callback]:
         out.append(TestCurve(config["curve"]["k"], config["curve"]["growth"]))
     if "early_stopping" in config:
         es = config["early_stopping"]
+        # decided when validation ends, not at the train epoch's end: there Lightning runs it after every
+        # other callback, so the curve would not know that this epoch is the last one to score it
         out.append(EarlyStopping(monitor=es["monitor"], patience=es["patience"], mode=es["mode"],
-                                 min_delta=es["min_delta"], check_finite=False))
+                                 min_delta=es["min_delta"], check_finite=False, check_on_train_epoch_end=False))
     return out

@@ -51,6 +51,18 @@ def test_early_stopping_tests_the_best_validation_epoch(tmp_path):
     assert record["tested_checkpoint"]["value"] == pytest.approx(best_value, rel=1e-6)
 
 
+def test_a_run_ended_by_early_stopping_scores_its_last_epoch_on_the_curve(tmp_path):
+    """An improvement must beat the best by 1e3 nats: never after the first epoch, so patience 3 stops
+    the run at pass 4, which is not one of the curve's passes (1, 2, 3, 5, ...): it is scored too."""
+    config = resolve_config("vae", "digits", 0, {**TINY, "trainer": {**TINY["trainer"], "max_epochs": 10},
+                                                 "early_stopping": {"patience": 3, "min_delta": 1000.0},
+                                                 "curve": {"k": 1}})
+    record = run_cell(config, tmp_path)
+    assert record["status"] == "completed" and record["epochs"] == 4
+    rows = _rows(tmp_path / record["run_id"])
+    assert [int(r["epoch"]) + 1 for r in rows if r.get("curve/test_nll_k1")] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"curve": {"k": 0}}, "curve.k must be an integer >= 1"),
     ({"curve": {"every": 2}}, r"curve: unknown option\(s\) \['every'\]"),
