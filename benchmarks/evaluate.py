@@ -21,9 +21,9 @@ import torch
 
 from benchmarks.ais import ais_callbacks
 from benchmarks.checkpoints import PREVIOUS, check_identity
-from benchmarks.config import build, deep_merge
+from benchmarks.config import build, deep_merge, load_yaml
 from benchmarks.evaluator import prepare_run_feature_nets
-from benchmarks.records import command_line, device_description, read_record, versions, write_json_atomic
+from benchmarks.records import CONFIG, command_line, device_description, read_record, versions, write_json_atomic
 from benchmarks.run import CHECKPOINTS, protocol_of, skip_per_step_cuda_probe
 from dgm_modules.registry import ConfigError
 
@@ -40,9 +40,24 @@ def locate(checkpoint: str | Path) -> tuple[Path, Path]:
         run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt} (expected RUN_DIR/{CHECKPOINTS}/last.ckpt or a .ckpt file)")
-    if read_record(run_dir) is None:
-        raise FileNotFoundError(f"no record.json in {run_dir}: evaluate needs the run folder the checkpoint came from")
+    if read_record(run_dir) is None and not (run_dir / CONFIG).is_file():
+        raise FileNotFoundError(f"no record.json or {CONFIG} in {run_dir}: evaluate needs the run folder the "
+                                "checkpoint came from")
     return run_dir, ckpt
+
+
+def run_facts(run_dir: Path, ckpt: Path) -> dict:
+    """The run's record; for a run still training (no record yet) what its folder says: the config it
+    wrote before training and, from the checkpoint, how far it had trained."""
+    record = read_record(run_dir)
+    if record is not None:
+        return record
+    config = load_yaml(str(run_dir / CONFIG))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return {"run_id": run_dir.name, "method": config["method"], "setting": config.get("setting", "default"),
+            "dataset": config["data"]["class_path"], "model": config["model"]["class_path"],
+            "objective": config["objective"]["class_path"], "seed": config["seed"], "config": config,
+            "steps": state.get("global_step"), "epochs": state.get("epoch", -1) + 1, "run_in_progress": True}
 
 
 def load_run(run_dir: str | Path, overrides: dict | None = None,
@@ -50,7 +65,7 @@ def load_run(run_dir: str | Path, overrides: dict | None = None,
     """Rebuild a run's DataModule and module from its record and load a checkpoint's weights
     (default: its last)."""
     run_dir, ckpt = locate(ckpt or run_dir)
-    record = read_record(run_dir)
+    record = run_facts(run_dir, ckpt)
     config = deep_merge(record["config"], overrides or {})
     datamodule, module = build(config)
     try:
@@ -90,7 +105,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: dict | None = None, *
                         enable_model_summary=False, use_distributed_sampler=False,
                         callbacks=ais_callbacks(config, module))
     results = trainer.test(module, datamodule=datamodule, verbose=False)
-    trained = read_record(run_dir)
+    trained = run_facts(run_dir, ckpt)
     return {
         "run_id": trained["run_id"], "status": "completed", "method": trained["method"],
         "setting": trained.get("setting", "default"), "dataset": trained["dataset"], "model": trained["model"],
@@ -101,6 +116,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: dict | None = None, *
         "command": command_line(), "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "wall_time_s": round(time.perf_counter() - t0, 3), "device": device_description(trainer),
+        **({"run_in_progress": True} if trained.get("run_in_progress") else {}),
     }
 
 

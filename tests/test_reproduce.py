@@ -155,6 +155,25 @@ def test_evaluate_reproduces_the_metrics_recorded_at_the_end_of_training(trained
     assert again["protocol"] == record["protocol"]
 
 
+def test_evaluate_scores_a_run_still_training_from_its_config(trained, tmp_path):
+    """A cell in progress has no record yet, only the config it wrote before training: that is enough."""
+    import shutil
+
+    run_dir, record = trained
+    live = tmp_path / run_dir.name
+    (live / "checkpoints").mkdir(parents=True)
+    shutil.copy(run_dir / "config.yaml", live)
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", live / "checkpoints")
+    again = evaluate_checkpoint(live / "checkpoints" / "last.ckpt")
+    assert again["run_in_progress"] is True and again["run_id"] == record["run_id"]
+    assert (again["steps"], again["epochs"]) == (record["steps"], record["epochs"])  # from the checkpoint
+    for name, value in again["metrics"].items():
+        assert math.isclose(value, record["metrics"][name], rel_tol=1e-6, abs_tol=1e-6), name
+    (live / "config.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="no record.json or config.yaml in"):
+        evaluate_checkpoint(live / "checkpoints" / "last.ckpt")
+
+
 def test_evaluate_cli_writes_a_record_with_the_new_k(trained, capsys):
     run_dir, record = trained
     out = run_dir / "rescored.json"
