@@ -47,17 +47,18 @@ def locate(checkpoint: str | Path) -> tuple[Path, Path]:
 
 
 def run_facts(run_dir: Path, ckpt: Path) -> dict:
-    """The run's record; for a run still training (no record yet) what its folder says: the config it
-    wrote before training and, from the checkpoint, how far it had trained."""
+    """What the evaluation record says of the run: its record (or, for a run still training, the
+    config.yaml it wrote before training), with the steps and epochs of the checkpoint scored."""
     record = read_record(run_dir)
-    if record is not None:
-        return record
-    config = load_yaml(str(run_dir / CONFIG))
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    progress = {"steps": state.get("global_step"), "epochs": state.get("epoch", -1) + 1}
+    if record is not None and record.get("status") != "interrupted":
+        return {**record, **progress}
+    config = load_yaml(str(run_dir / CONFIG)) if record is None else record["config"]
     return {"run_id": run_dir.name, "method": config["method"], "setting": config.get("setting", "default"),
             "dataset": config["data"]["class_path"], "model": config["model"]["class_path"],
             "objective": config["objective"]["class_path"], "seed": config["seed"], "config": config,
-            "steps": state.get("global_step"), "epochs": state.get("epoch", -1) + 1, "run_in_progress": True}
+            **progress, "run_in_progress": True}
 
 
 def load_run(run_dir: str | Path, overrides: dict | None = None,
@@ -65,7 +66,7 @@ def load_run(run_dir: str | Path, overrides: dict | None = None,
     """Rebuild a run's DataModule and module from its record and load a checkpoint's weights
     (default: its last)."""
     run_dir, ckpt = locate(ckpt or run_dir)
-    record = run_facts(run_dir, ckpt)
+    record = read_record(run_dir) or {"config": load_yaml(str(run_dir / CONFIG))}  # a run still training: its config
     config = deep_merge(record["config"], overrides or {})
     datamodule, module = build(config)
     try:
@@ -98,14 +99,14 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: dict | None = None, *
     skip_per_step_cuda_probe()
     run_dir, ckpt = locate(checkpoint)
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
-    config, datamodule, module = load_run(run_dir, overrides, ckpt)
+    config, datamodule, module = load_run(run_dir, overrides, ckpt)  # refuses a torn or stray checkpoint
+    trained = run_facts(run_dir, ckpt)  # now, not after testing: a live run replaces its checkpoints
     prepare_run_feature_nets(datamodule, module)
     options = {"accelerator": "cpu", "devices": 1, **trainer_options}
     trainer = L.Trainer(**options, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False,
                         callbacks=ais_callbacks(config, module))
     results = trainer.test(module, datamodule=datamodule, verbose=False)
-    trained = run_facts(run_dir, ckpt)
     return {
         "run_id": trained["run_id"], "status": "completed", "method": trained["method"],
         "setting": trained.get("setting", "default"), "dataset": trained["dataset"], "model": trained["model"],

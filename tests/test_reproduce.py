@@ -169,6 +169,11 @@ def test_evaluate_scores_a_run_still_training_from_its_config(trained, tmp_path)
     assert (again["steps"], again["epochs"]) == (record["steps"], record["epochs"])  # from the checkpoint
     for name, value in again["metrics"].items():
         assert math.isclose(value, record["metrics"][name], rel_tol=1e-6, abs_tol=1e-6), name
+    # stopped and resumed: its record says "interrupted" at an older step; the checkpoint says where it is
+    (live / "record.json").write_text(json.dumps({**record, "status": "interrupted", "steps": 3, "epochs": 0}))
+    again = evaluate_checkpoint(live / "checkpoints" / "last.ckpt")
+    assert again["run_in_progress"] is True and (again["steps"], again["epochs"]) == (record["steps"], record["epochs"])
+    (live / "record.json").unlink()
     (live / "config.yaml").unlink()
     with pytest.raises(FileNotFoundError, match="no record.json or config.yaml in"):
         evaluate_checkpoint(live / "checkpoints" / "last.ckpt")
