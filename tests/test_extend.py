@@ -107,8 +107,10 @@ def test_the_record_names_the_run_it_carried_on(tmp_path):
     assert note["wall_time_s"] == short["wall_time_s"] and note["early_stopping.patience"] == 2
 
 
-def test_reproduce_carries_its_cells_on_from_a_shorter_budget(tmp_path, capsys):
+def test_reproduce_carries_its_cells_on_from_a_shorter_budget(tmp_path, capsys, shared_data, monkeypatch):
     from benchmarks.cli import main
+
+    monkeypatch.setenv("DGM_BENCH_DATA", str(shared_data))
 
     smoke = ["reproduce", "stick-breaking", "--budget", "smoke", "--only", "method=vae"]
     assert main([*smoke, "--out", str(tmp_path / "a")]) == 0
