@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.cli import EXTEND_HELP
 from dgm_modules.registry import ConfigError
 
 COMPONENTS = ("data", "model", "objective", "optimizer", "module")
@@ -276,9 +277,7 @@ def build_run_parser(given: Given):
     parser.add_argument("--wandb", nargs="?", const="offline", default="disabled", choices=MODES,
                         help="log the cell as a Weights & Biases run in the group 'run' (bare --wandb: offline)")
     parser.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
-    parser.add_argument("--extend-from", metavar="DIR", help="a folder of earlier runs: if this run has not started, "
-                        "carry on the run there of its config and seed with a smaller trainer.max_epochs / "
-                        "early_stopping.patience, from its last checkpoint")
+    parser.add_argument("--extend-from", metavar="DIR", help=EXTEND_HELP)
     parser.add_argument("--set", metavar="KEY=VALUE", help="alias of the dotted option --KEY VALUE (repeatable; "
                                                           "applied after the others)")
     parser.add_argument("--max-epochs", metavar="N", help="alias of --trainer.max_epochs N")
