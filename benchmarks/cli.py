@@ -68,11 +68,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                              slurm=merge_slurm_options(spec.get("slurm"), parse_slurm_options(args.slurm_option)))
     print(f"matrix {name}: {len(cells)} cells -> {out} ({args.launcher} launcher)")
     t0 = time.perf_counter()
-    if args.extend_from:
-        from benchmarks.extend import extend_cells
-
-        extend_cells(cells, out, args.extend_from, parse_pack(args.pack))
-    records = run_matrix(cells, out, launcher, pack=parse_pack(args.pack))
+    records = run_matrix(cells, out, launcher, pack=parse_pack(args.pack), extend_from=args.extend_from)
     if args.no_wait and not signals.requested():
         return 0  # submitted; the launcher said how to collect the results
     if signals.requested():

@@ -184,13 +184,19 @@ def already_done(cell: Cell, out: Path) -> dict | None:
 
 
 def run_matrix(cells: list[Cell], out: str | Path, launcher: Callable[[list[Cell], Path, Progress], None] | None = None,
-               echo: Callable[[str], None] = print, pack: int | None = None) -> list[dict]:
+               echo: Callable[[str], None] = print, pack: int | None = None,
+               extend_from: str | Path | None = None) -> list[dict]:
     """Run every cell not yet done (completed or diverged); return all records.
 
     ``pack`` (see :func:`benchmarks.packing.parse_pack`): None trains every cell alone; 0 or N
     trains cells that differ only in their seed side by side (at most N a group), the rest alone.
+    ``extend_from``: a folder of shorter runs that cells not yet started carry on (benchmarks/extend.py).
     """
     out = Path(out)
+    if extend_from:
+        from benchmarks.extend import extend_cells
+
+        extend_cells(cells, out, extend_from, pack, echo)
     progress = Progress(len(cells), echo)
     todo = []
     for cell in cells:

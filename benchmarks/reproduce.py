@@ -418,11 +418,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         # SIGTERM/SIGINT: no new cells, the running one stops at a batch end, exit 143/130 (as matrix).
         # Without this, Lightning's own SIGTERM handler ended the cell and the next one started.
         signals.install()
-        if args.extend_from:
-            from benchmarks.extend import extend_cells
-
-            extend_cells(repro.cells, out / "runs", args.extend_from, parse_pack(args.pack))
-        records = run_matrix(repro.cells, out / "runs", launcher, pack=parse_pack(args.pack))
+        records = run_matrix(repro.cells, out / "runs", launcher, pack=parse_pack(args.pack),
+                             extend_from=args.extend_from)
         if signals.requested():
             print(signals.summary([c.label for c in repro.cells], records), file=sys.stderr)
             return signals.exit_code(signals.requested())
