@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import re
 import shlex
@@ -323,12 +324,29 @@ def measure_gradvar(repro: Reproduction, records: list[dict | None], out: Path, 
     spec = repro.gradvar
     for cell, record in zip(repro.cells, records):
         if matches(spec["match"], cell) and record and record.get("status") == "completed":
+            if not _checkpointed(out / "runs" / run_id(cell.config), "gradvar.json", out):
+                return json.loads((out / "gradvar.json").read_text()) if (out / "gradvar.json").exists() else None
             result = gradvar_checkpoint(out / "runs" / run_id(cell.config), spec["estimators"],
                                         spec.get("samples", 100), batch_size=spec.get("batch_size", 0),
                                         seed=spec.get("seed", 0), device=device)
             write_json_atomic(out / "gradvar.json", result)
             return result
     return None
+
+
+def _checkpointed(run_dir: Path, product: str, out: Path) -> bool:
+    """Whether ``run_dir`` keeps its last checkpoint; if not, say that ``product`` is not (re)made.
+
+    Published run folders keep only records and logs, and ``--report-only`` redraws their tables
+    from those: what needs the weights is skipped with this note, never an error.
+    """
+    from benchmarks.run import CHECKPOINTS
+
+    if (run_dir / CHECKPOINTS / "last.ckpt").exists():
+        return True
+    kept = " (the one there is kept)" if (out / product).exists() else ""
+    print(f"{product} not made: {run_dir} has no {CHECKPOINTS}/last.ckpt{kept}", file=sys.stderr)
+    return False
 
 
 def make_figure(repro: Reproduction, records: list[dict | None], out: Path) -> Path | None:
@@ -345,7 +363,8 @@ def make_figure(repro: Reproduction, records: list[dict | None], out: Path) -> P
         for cell, record in zip(repro.cells, records):
             if record and record["status"] == "completed":
                 by_model.setdefault(cell.config["model"]["class_path"], out / "runs" / run_id(cell.config))
-        if "stick-breaking-vae" in by_model and "gaussian-vae" in by_model:
+        if ("stick-breaking-vae" in by_model and "gaussian-vae" in by_model
+                and all(_checkpointed(by_model[m], "latent_usage.png", out) for m in ("stick-breaking-vae", "gaussian-vae"))):
             return latent_usage_figure(by_model["stick-breaking-vae"], by_model["gaussian-vae"], out / "latent_usage.png")
     return None
 
@@ -362,8 +381,10 @@ def convergence(repro: Reproduction, records: list[dict | None], out: Path) -> P
         for cell, record in zip(repro.cells, records):
             if matches(entry["match"], cell) and entry.get("scale", 1) == 1 and "nll" in entry["metric"]:
                 final = (record or {}).get("metrics", {}).get(entry["metric"])
+                tested = (record or {}).get("tested_checkpoint") or {}
                 curves.append({"label": entry["label"], "run_dir": out / "runs" / run_id(cell.config),
-                               "metric": entry["metric"], "published": entry.get("value"), "final": final})
+                               "metric": entry["metric"], "published": entry.get("value"), "final": final,
+                               "final_pass": tested.get("epoch") or (record or {}).get("epochs")})
                 break
     return convergence_figure(curves, out / "convergence.png", f"{repro.title} ({repro.budget} budget)")
 

@@ -134,3 +134,6 @@ def test_a_row_of_another_bound_alone_gets_the_curve_named_by_its_own_bound(tmp_
     assert curve["label"] == "Gauss-VAE: test -L_1 during training"
     assert (star["xs"], star["ys"], star["style"], star["published"]) == ([3], [96.0], "*", 93.9)
     assert star["label"] == "Gauss-VAE (final -L_100)"
+    # early stopping tested an epoch after the curve's last point: the star sits at that pass
+    (star,) = plot_lines([{**rows[0], "final_pass": 5}])[1:]
+    assert (star["xs"], star["ys"]) == ([5], [96.0])

@@ -223,3 +223,21 @@ def test_table_prints_one_seed_without_a_spread(tmp_path):
                           {"status": "completed", "metrics": {"test/nll_k100": 92.0}, "epochs": 3}])
     assert "| 90.00 (n=1)" in table_markdown(repro, one, "cmd", 1.0, ["cpu"])
     assert f"| 91.00 ± {2 ** 0.5:.2f} (n=2) |" in table_markdown(repro, two, "cmd", 1.0, ["cpu"])
+
+
+def test_report_only_over_published_records_skips_what_needs_the_weights(tmp_path, capsys):
+    """Published run folders keep records and logs, not checkpoints: the latent-usage figure and the
+    gradient-variance measurement are skipped with a note (an earlier gradvar.json is reused)."""
+    from benchmarks.reproduce import make_figure, measure_gradvar
+
+    for name, call in (("stick-breaking", lambda r, rec: make_figure(r, rec, tmp_path)),
+                       ("iwae-snr", lambda r, rec: measure_gradvar(r, rec, tmp_path, "cpu"))):
+        repro = load_reproduction(name, "smoke")
+        records = [{"status": "completed", "metrics": {}} for _ in repro.cells]
+        assert call(repro, records) is None
+        assert "has no checkpoints/last.ckpt" in capsys.readouterr().err
+    (tmp_path / "gradvar.json").write_text(json.dumps({"estimators": {"iwae": {"snr": 1.5}}}))
+    repro = load_reproduction("iwae-snr", "smoke")
+    assert measure_gradvar(repro, [{"status": "completed"} for _ in repro.cells], tmp_path, "cpu") == \
+        {"estimators": {"iwae": {"snr": 1.5}}}
+    assert "(the one there is kept)" in capsys.readouterr().err

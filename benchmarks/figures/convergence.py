@@ -31,11 +31,12 @@ def read_curve(run_dir: str | Path) -> tuple[str, list[tuple[int, float]]]:
 def plot_lines(curves: list[dict]) -> list[dict]:
     """What the figure draws, per row with a curve: ``{label, xs, ys, style, color, published}``.
 
-    ``curves``: ``{label, run_dir, metric, published (or None), final (or None)}``. Each run's logged
+    ``curves``: ``{label, run_dir, metric, published (or None), final (or None), final_pass (optional)}``. Each run's logged
     curve is drawn once (``style "o-"``), named by the bound it is: a row whose metric is that bound
     names it after itself; a row of another bound (a -L_100 row beside a -L_1 curve) says
     "test -L_1 during training", never passing the curve off as its own bound. Each row's final
-    value is a star (``"*"``) at the last pass.
+    value is a star (``"*"``) at ``final_pass``, the pass of the checkpoint tested (early stopping tests
+    its best epoch, not the last), else at the curve's last pass.
     """
     lines, drawn = [], set()
     for i, c in enumerate(curves):
@@ -55,7 +56,7 @@ def plot_lines(curves: list[dict]) -> list[dict]:
                           "style": "o-", "color": color, "published": None})
         if final is not None:
             label = None if own else f"{c['label']} (final {c['metric'].split('/')[-1].replace('nll_k', '-L_')})"
-            lines.append({"label": label, "xs": [points[-1][0]], "ys": [final], "style": "*", "color": color,
+            lines.append({"label": label, "xs": [c.get("final_pass") or points[-1][0]], "ys": [final], "style": "*", "color": color,
                           "published": None})
         lines[-1]["published"] = c.get("published")  # one dashed line per row, on its last entry
     return lines
