@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -29,31 +30,19 @@ from benchmarks.run import CHECKPOINTS
 @torch.no_grad()
 def neg_elbos(model: torch.nn.Module, x: Tensor, temperature: float | None, batch_size: int = 500,
               generator_seed: int = 0) -> Tensor:
-    """One-sample -ELBO per image: discrete (``temperature=None``) or relaxed at a fixed ``temperature``.
-
-    The relaxed one runs the model's training-mode sampling with its annealing pinned to ``temperature``;
-    the model's mode, temperature settings and annealing step are restored afterwards.
-    """
-    saved = (model.training, model.temperature0, model.temperature_min, model.anneal_rate, model.anneal_step.clone())
+    """One-sample -ELBO per image: discrete (``temperature=None``, eval mode) or relaxed at a fixed
+    ``temperature`` (the model's ``relaxed_at``); the model's mode is restored afterwards."""
     torch.manual_seed(generator_seed)
+    was_training = model.training
+    relaxed = model.relaxed_at(temperature) if temperature is not None else nullcontext()
+    if temperature is None:
+        model.eval()
     try:
-        if temperature is None:
-            model.eval()
-        else:
-            if getattr(model, "relaxation", "none") == "none":
-                raise ValueError(f"{type(model).__name__} has relaxation='none': there is no relaxed objective to score")
-            model.train()
-            model.temperature0 = model.temperature_min = float(temperature)
-            model.anneal_rate = 0.0
-        out = []
-        for xb in x.split(batch_size):
-            z, log_q = model.sample_q(xb, k=1)
-            out.append(-(model.log_joint(xb, z) - log_q)[0].double())
-        return torch.cat(out)
+        with relaxed:
+            return torch.cat([-(model.log_joint(xb, z) - log_q)[0].double()
+                              for xb in x.split(batch_size) for z, log_q in [model.sample_q(xb, k=1)]])
     finally:
-        model.train(saved[0])
-        model.temperature0, model.temperature_min, model.anneal_rate = saved[1:4]
-        model.anneal_step.copy_(saved[4])
+        model.train(was_training)
 
 
 def _summary(values: Tensor) -> dict:

@@ -31,8 +31,8 @@ def read_curve(run_dir: str | Path) -> tuple[str, list[tuple[int, float]]]:
 def plot_lines(curves: list[dict]) -> list[dict]:
     """What the figure draws, per row with a curve: ``{label, xs, ys, style, color, published}``.
 
-    ``curves``: ``{label, run_dir, metric, published (or None), final (or None), final_pass (optional)}``. Each run's logged
-    curve is drawn once (``style "o-"``), named by the bound it is: a row whose metric is that bound
+    ``curves``: ``{label, run_dir, metric, published (or None), final (or None), final_pass (optional)}``.
+    Each run's logged curve is drawn once (``style "o-"``), named by the bound it is: a row whose metric is that bound
     names it after itself; a row of another bound (a -L_100 row beside a -L_1 curve) says
     "test -L_1 during training", never passing the curve off as its own bound. Each row's final
     value is a star (``"*"``) at ``final_pass``, the pass of the checkpoint tested (early stopping tests
@@ -56,8 +56,8 @@ def plot_lines(curves: list[dict]) -> list[dict]:
                           "style": "o-", "color": color, "published": None})
         if final is not None:
             label = None if own else f"{c['label']} (final {c['metric'].split('/')[-1].replace('nll_k', '-L_')})"
-            lines.append({"label": label, "xs": [c.get("final_pass") or points[-1][0]], "ys": [final], "style": "*", "color": color,
-                          "published": None})
+            lines.append({"label": label, "xs": [c.get("final_pass") or points[-1][0]], "ys": [final],
+                          "style": "*", "color": color, "published": None})
         lines[-1]["published"] = c.get("published")  # one dashed line per row, on its last entry
     return lines
 

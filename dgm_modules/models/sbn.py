@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -99,6 +100,23 @@ class SigmoidBeliefNet(LatentVariableModel):
     @property
     def temperature(self) -> float:
         return max(self.temperature_min, self.temperature0 * math.exp(-self.anneal_rate * int(self.anneal_step)))
+
+    @contextmanager
+    def relaxed_at(self, temperature: float) -> Iterator[None]:
+        """Sample and score as in training (the relaxation) at a fixed ``temperature``, then restore the
+        module's mode, temperature settings and annealing step: to measure the relaxed objective."""
+        if self.relaxation == "none":
+            raise ValueError(f"{type(self).__name__} has relaxation='none': there is no relaxed objective")
+        saved = (self.training, self.temperature0, self.temperature_min, self.anneal_rate, self.anneal_step.clone())
+        self.train()
+        self.temperature0 = self.temperature_min = float(temperature)
+        self.anneal_rate = 0.0
+        try:
+            yield
+        finally:
+            self.train(saved[0])
+            self.temperature0, self.temperature_min, self.anneal_rate = saved[1:4]
+            self.anneal_step.copy_(saved[4])
 
     def _relaxing(self) -> bool:
         return self.training and self.relaxation != "none"
