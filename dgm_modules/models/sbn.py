@@ -19,13 +19,20 @@ Relaxation = Literal["none", "concrete", "straight-through", "straight-through-m
 RELAXATIONS = ("none", "concrete", "straight-through", "straight-through-mean")
 
 
+def _hidden_widths(hidden: int | Sequence[int]) -> list[int]:
+    widths = ([hidden] if hidden else []) if isinstance(hidden, int) else list(hidden)
+    if any(not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"model.hidden must be an integer >= 0 or a list of integers >= 1, got {hidden!r}")
+    return widths
+
+
 @MODELS.register("sbn")
 class SigmoidBeliefNet(LatentVariableModel):
     """A deep belief net of discrete stochastic layers ``x <- z_1 <- ... <- z_L`` and ``q(z | x)``.
 
     ``p(z_L) p(z_{L-1} | z_L) ... p(x | z_1)``, each conditional a layer of independent Bernoulli
-    units (or one-hot categoricals) whose logits are a linear function of the layer above, or a
-    one-hidden-layer MLP of it (``hidden > 0``: the "nonlinear" SBN of Mnih & Gregor 2014).
+    units (or one-hot categoricals) whose logits are a linear function of the layer above, or an
+    MLP of it (``hidden``: the "nonlinear" SBN of Mnih & Gregor 2014; 512-256 for Jang et al. 2017).
     ``q(z_1 | x) q(z_2 | z_1) ...`` mirrors it bottom-up. The latents ``z`` are a tuple
     ``(z_1, ..., z_L)`` of ``[k, B, units]`` (Bernoulli) or ``[k, B, units, categories]`` tensors.
 
@@ -48,7 +55,10 @@ class SigmoidBeliefNet(LatentVariableModel):
         input_shape: shape of one example; injected from the data.
         latent_sizes: units (Bernoulli) or variables (categorical) per stochastic layer, bottom
             first, e.g. ``(200, 200)``.
-        hidden: width of the deterministic layer inside every conditional; 0 for the linear SBN.
+        hidden: widths of the deterministic layers inside every conditional, listed bottom-up: the
+            recognition nets use them in this order, the generative ones mirrored (``[512, 256]``:
+            ``x -> 512 -> 256 -> z`` and ``z -> 256 -> 512 -> x``). An integer ``h`` is ``[h]``;
+            0 or ``[]`` for the linear SBN.
         activation: nonlinearity of those deterministic layers.
         latent: ``"bernoulli"`` or ``"categorical"``.
         categories: classes per categorical variable (ignored for Bernoulli latents).
@@ -59,15 +69,15 @@ class SigmoidBeliefNet(LatentVariableModel):
         anneal_rate: exponential annealing rate per training step (0: constant temperature).
     """
 
-    def __init__(self, input_shape: tuple[int, ...], latent_sizes: Sequence[int] = (200, 200), hidden: int = 0,
+    def __init__(self, input_shape: tuple[int, ...], latent_sizes: Sequence[int] = (200, 200),
+                 hidden: int | Sequence[int] = 0,
                  activation: str = "tanh", latent: Literal["bernoulli", "categorical"] = "bernoulli",
                  categories: int = 10, relaxation: Relaxation = "none", temperature: float = 1.0,
                  temperature_min: float = 0.5, anneal_rate: float = 0.0) -> None:
         super().__init__(input_shape)
         if not latent_sizes or any(n < 1 for n in latent_sizes):
             raise ValueError(f"model.latent_sizes must be a non-empty list of integers >= 1, got {list(latent_sizes)}")
-        if hidden < 0:
-            raise ValueError(f"model.hidden must be >= 0, got {hidden}")
+        up = _hidden_widths(hidden)
         if latent == "categorical" and categories < 2:
             raise ValueError(f"model.categories must be >= 2, got {categories}")
         if relaxation not in RELAXATIONS:
@@ -82,14 +92,15 @@ class SigmoidBeliefNet(LatentVariableModel):
         self.temperature0, self.temperature_min, self.anneal_rate = temperature, temperature_min, anneal_rate
         d = math.prod(self.input_shape)
         widths = [d] + [f.n_features for f in self.families]
-        self.inference = nn.ModuleList(DiscreteLayer(widths[i], f, hidden, activation)
+        down = up[::-1]
+        self.inference = nn.ModuleList(DiscreteLayer(widths[i], f, up, activation)
                                        for i, f in enumerate(self.families))
         self.generative = nn.ModuleDict({
             "prior": PriorLayer(self.families[-1]),
             # layers[l] maps z_{l+1} to the logits of z_l
-            "layers": nn.ModuleList(DiscreteLayer(widths[l + 2], self.families[l], hidden, activation)
+            "layers": nn.ModuleList(DiscreteLayer(widths[l + 2], self.families[l], down, activation)
                                     for l in range(len(self.families) - 1)),
-            "likelihood": MLP(widths[1], [hidden] if hidden else [], d, activation),
+            "likelihood": MLP(widths[1], down, d, activation),
         })
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
 

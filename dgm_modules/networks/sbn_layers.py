@@ -2,9 +2,11 @@
 
 A layer maps an input vector to the logits of ``units`` independent discrete variables, each a
 Bernoulli unit or a one-hot categorical over ``categories`` classes. The conditional map is linear
-(the classic SBN) or has one deterministic hidden layer ("nonlinear", Mnih & Gregor 2014).
+(the classic SBN) or passes through deterministic hidden layers ("nonlinear", Mnih & Gregor 2014).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -83,19 +85,21 @@ class DiscreteFamily:
 
 
 class DiscreteLayer(nn.Module):
-    """``input -> logits`` of one stochastic layer: linear, or with one deterministic hidden layer.
+    """``input -> logits`` of one stochastic layer: linear, or through deterministic hidden layers.
 
     Args:
         in_features: width of the input vector.
         family: the layer's distribution family.
-        hidden: width of the deterministic hidden layer; 0 for the linear SBN layer.
-        activation: nonlinearity of the hidden layer.
+        hidden: widths of the deterministic hidden layers, input side first; empty for the linear
+            SBN layer.
+        activation: nonlinearity of the hidden layers.
     """
 
-    def __init__(self, in_features: int, family: DiscreteFamily, hidden: int = 0, activation: str = "tanh") -> None:
+    def __init__(self, in_features: int, family: DiscreteFamily, hidden: Sequence[int] = (),
+                 activation: str = "tanh") -> None:
         super().__init__()
         self.family = family
-        self.net = MLP(in_features, [hidden] if hidden else [], family.n_logits, activation)
+        self.net = MLP(in_features, list(hidden), family.n_logits, activation)
 
     def forward(self, inputs: Tensor) -> Tensor:
         return self.family.shape_logits(self.net(inputs))
