@@ -99,13 +99,24 @@ def git_state(where: str | Path = Path(__file__).parent) -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:  # not Linux
+        return None
+
+
 def device_description(trainer: Any) -> dict[str, Any]:
     import torch
 
     root = trainer.strategy.root_device
+    # The kernels torch picks for this CPU (AVX2, AVX512, ...) set the rounding of every float op, so two
+    # machines with different capabilities train the same config and seed along (slightly) different paths.
     out = {"accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
            "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
-           "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "cpu": platform.processor() or platform.machine(), "cpu_model": _cpu_model(),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads()}
     if root.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(root)

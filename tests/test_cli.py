@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from benchmarks.cli import main
 
@@ -35,6 +36,8 @@ def test_full_run_on_digits_writes_a_complete_record(tmp_path, capsys):
     assert 0 < m["test/nll_k20"] < m["test/nll_k1"] < 64 * 0.7  # below the 0.5-coin baseline
     assert "val/nll_k1" in m and "test/neg_elbo" in m
     assert record["versions"]["torch"] and record["command"][0]
+    # the kernels' instruction set decides float rounding, hence which trajectory a seed follows
+    assert record["device"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert (path.parent / "checkpoints" / "last.ckpt").exists()
     assert (path.parent / "logs" / "metrics.csv").exists()
     # the same command again does not re-train a completed cell
